@@ -1,0 +1,24 @@
+"""Prefect blocks for every connection and policy; `prefect block register -m blocks`.
+
+Each block has an embedded default, used when no block of that name is saved.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+
+from blocks.dask_cluster import DaskCluster
+from blocks.data_source import DataSource
+
+B = TypeVar("B", bound=Block)
+
+__all__ = ["DaskCluster", "DataSource", "load_or_default"]
+
+
+def load_or_default(cls: type[B], name: str | None, default: B) -> B:
+    """The saved block `name`, or `default` when no name is given."""
+    if not name:
+        return default
+    return cls.load(name)  # type: ignore[return-value]

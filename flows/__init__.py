@@ -1,0 +1,38 @@
+"""The flow registry: name -> flow, its purpose and its parameter model.
+
+`prefect.yaml` declares one deployment per entry (a test holds them to the same set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import Flow
+from pydantic import BaseModel
+
+from flows.data_prep import DataPrepParams, data_prep
+from flows.generate_data import GenerateDataParams, generate_data
+
+
+@dataclass(frozen=True)
+class RegisteredFlow:
+    flow: Flow
+    purpose: str
+    params: type[BaseModel]
+    entrypoint: str
+
+
+FLOWS: dict[str, RegisteredFlow] = {
+    "generate-data": RegisteredFlow(
+        generate_data,
+        "Generate a dataset's synthetic raw tables, optionally with covariate or concept drift.",
+        GenerateDataParams,
+        "flows/generate_data.py:generate_data",
+    ),
+    "data-prep": RegisteredFlow(
+        data_prep,
+        "Validate raw tables, quarantine bad rows, build feature tables on Dask, publish atomically.",
+        DataPrepParams,
+        "flows/data_prep.py:data_prep",
+    ),
+}

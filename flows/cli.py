@@ -1,0 +1,189 @@
+"""`mlops`: list and run the registered flows and datasets, manage the local Prefect server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+DEMO_ROWS = 200_000
+
+
+def parse_params(pairs: Sequence[str], model: type[BaseModel]) -> BaseModel:
+    """`key=value` pairs (values read as YAML scalars or lists) into the flow's parameter model."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--param expects key=value, got '{pair}'")
+        values[key] = yaml.safe_load(raw) if raw else None
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"invalid parameters for {model.__name__}: {problems}") from exc
+
+
+def describe_params(model: type[BaseModel]) -> list[str]:
+    lines = []
+    for name, field in model.model_fields.items():
+        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"    {name}: {annotation} = {default!r}  {field.description or ''}".rstrip())
+    return lines
+
+
+def cmd_flows(_: argparse.Namespace) -> None:
+    from flows import FLOWS
+
+    for name, entry in FLOWS.items():
+        print(f"{name}\n  {entry.purpose}\n  entrypoint: {entry.entrypoint}\n  parameters:")
+        print("\n".join(describe_params(entry.params)))
+
+
+def cmd_datasets(_: argparse.Namespace) -> None:
+    from tasks.datasets import list_datasets
+
+    for spec in list_datasets():
+        tables = ", ".join(spec.tables)
+        features = ", ".join(spec.feature_tables)
+        print(f"{spec.name}\n  {spec.description}\n  entity: {spec.entity.name} "
+              f"{spec.entity.join_keys}; label: {spec.label.table}.{spec.label.column}\n"
+              f"  tables: {tables}\n  feature tables: {features}\n  source: {spec.source.uri}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from flows import FLOWS
+
+    if args.name not in FLOWS:
+        raise SystemExit(f"unknown flow '{args.name}'; registered: {', '.join(FLOWS)}")
+    entry = FLOWS[args.name]
+    params = parse_params(args.param or [], entry.params)
+    result = _with_server(args, lambda: entry.flow(params))
+    print(json.dumps(_jsonable(result), indent=2, default=str))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    pairs = [f"{k}={v}" for k, v in vars(args).items() if k in _GENERATE_FIELDS and v is not None]
+    args.name, args.param = "generate-data", pairs
+    cmd_run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """The main job on embedded defaults: local server, demo data (once), data_prep."""
+    from pathlib import Path
+
+    from flows import FLOWS
+    from flows.data_prep import DataPrepParams
+    from flows.generate_data import GenerateDataParams
+    from tasks.datasets import DEFAULT_DATASET, get_dataset
+
+    source = get_dataset(DEFAULT_DATASET).source.uri
+    server = _server(args)
+
+    def job() -> Any:
+        if args.regenerate or not Path(source).exists():
+            gen = GenerateDataParams(rows=args.rows, seed=0, dirty_rate=0.001)
+            print("generated:", FLOWS["generate-data"].flow(gen))
+        return FLOWS["data-prep"].flow(DataPrepParams())
+
+    result = _with_server(args, job)
+    print(json.dumps(_jsonable(result), indent=2, default=str))
+    if server is not None:
+        print(f"\nPrefect UI: {server.ui_url}  (flow runs, artifacts)   stop it: make stop")
+
+
+def cmd_server(args: argparse.Namespace) -> None:
+    from flows.local_server import default_server
+
+    server = default_server()
+    if args.action == "start":
+        server.start()
+        print(f"Prefect server up: {server.ui_url} (API {server.api_url}, home {server.home})")
+    elif args.action == "stop":
+        server.stop()
+        print("Prefect server stopped")
+    else:
+        print(f"{server.ui_url}: {'up' if server.healthy() else 'down'}")
+
+
+def _server(args: argparse.Namespace) -> Any:
+    if getattr(args, "no_server", False) or os.environ.get("PREFECT_API_URL"):
+        return None
+    from flows.local_server import default_server
+
+    return default_server()
+
+
+def _with_server(args: argparse.Namespace, job: Any) -> Any:
+    """Run `job` against the local server (started if needed) unless an API URL is set."""
+    server = _server(args)
+    if server is None:
+        return job()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        return job()
+
+
+def _jsonable(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+_GENERATE_FIELDS = ("dataset", "rows", "seed", "out_uri", "chunk_rows", "dirty_rate",
+                    "drift_start", "covariate_drift", "concept_drift")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("flows", help="list registered flows and their parameters").set_defaults(
+        func=cmd_flows
+    )
+    sub.add_parser("datasets", help="list registered dataset specs").set_defaults(func=cmd_datasets)
+
+    run = sub.add_parser("run", help="run a registered flow")
+    run.add_argument("name")
+    run.add_argument("--param", action="append", metavar="KEY=VALUE")
+    run.add_argument("--no-server", action="store_true", help="run without the local server")
+    run.set_defaults(func=cmd_run)
+
+    gen = sub.add_parser("generate-data", help="generate a dataset's synthetic raw tables")
+    gen.add_argument("--dataset")
+    gen.add_argument("--rows", type=int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--out-uri", dest="out_uri")
+    gen.add_argument("--chunk-rows", dest="chunk_rows", type=int)
+    gen.add_argument("--dirty-rate", dest="dirty_rate", type=float)
+    gen.add_argument("--drift-start", dest="drift_start", help="YYYY-MM-DD")
+    gen.add_argument("--covariate-drift", dest="covariate_drift", help="[col,col]")
+    gen.add_argument("--concept-drift", dest="concept_drift", action="store_const", const="true")
+    gen.add_argument("--no-server", action="store_true")
+    gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="the main job on embedded defaults")
+    demo.add_argument("--rows", type=int, default=DEMO_ROWS)
+    demo.add_argument("--regenerate", action="store_true")
+    demo.add_argument("--no-server", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    server = sub.add_parser("server", help="the local Prefect server")
+    server.add_argument("action", choices=["start", "stop", "status"])
+    server.set_defaults(func=cmd_server)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,99 @@
+"""A local Prefect server (SQLite under a PREFECT_HOME) started and stopped as a process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = Path(".mlops/prefect")
+DEFAULT_PORT = int(os.environ.get("MLOPS_PREFECT_PORT", "4200"))
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    home: Path
+    port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "server.pid"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the server unless it already answers; wait until /api/health does."""
+        if self.healthy():
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PREFECT_HOME": str(self.home.resolve())}
+        env.pop("PREFECT_API_URL", None)
+        log = (self.home / "server.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Prefect server exited early; see {self.home / 'server.log'}")
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"Prefect server on port {self.port} not healthy after {timeout:.0f}s")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server's whole process group; SIGKILL after `timeout`."""
+        if not self.pid_file.exists():
+            return
+        stop_process_group(int(self.pid_file.read_text()), timeout)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def stop_process_group(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after `timeout` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            _reap(pid)
+            time.sleep(0.2)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def default_server() -> LocalServer:
+    return LocalServer(home=DEFAULT_HOME, port=DEFAULT_PORT)

@@ -1,0 +1,169 @@
+"""The declarative dataset spec: everything dataset-specific lives here, not in flows or tasks."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Dtype = Literal["int64", "float64", "bool", "string", "datetime"]
+CheckLevel = Literal["row", "table"]
+
+
+class SpecError(ValueError):
+    """A dataset spec that cannot be used; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CheckSpec(_Strict):
+    """One pandera built-in check (e.g. `ge`, `in_range`, `isin`) or `not_in_future`."""
+
+    check: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    level: CheckLevel = "row"
+
+    @property
+    def rule(self) -> str:
+        args = ",".join(f"{k}={v}" for k, v in self.args.items())
+        return f"{self.check}({args})" if args else self.check
+
+
+class ColumnSpec(_Strict):
+    dtype: Dtype
+    nullable: bool = False
+    max_null_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    checks: list[CheckSpec] = Field(default_factory=list)
+
+
+class TableSpec(_Strict):
+    """A raw input table: files under `path` (relative to the source URI) in the source format."""
+
+    path: str
+    primary_key: list[str] = Field(min_length=1)
+    timestamp: str
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _keys_are_columns(self) -> TableSpec:
+        for name in [*self.primary_key, self.timestamp]:
+            if name not in self.columns:
+                raise ValueError(f"key or timestamp column '{name}' is not in columns")
+        if self.columns[self.timestamp].dtype != "datetime":
+            raise ValueError(f"timestamp column '{self.timestamp}' must have dtype datetime")
+        return self
+
+
+class FeatureTableSpec(_Strict):
+    """A feature table: `transform(first_input_partition, *other_inputs_whole) -> frame`.
+
+    With `partition_by`, all rows of one key value must reach the transform together; the
+    pipeline checks whether the input is already partitioned that way and shuffles otherwise.
+    """
+
+    transform: str = Field(pattern=r"^[\w.]+:\w+$")
+    inputs: list[str] = Field(min_length=1)
+    partition_by: str | None = None
+    description: str = ""
+
+
+class SourceSpec(_Strict):
+    uri: str
+    format: Literal["parquet", "csv"] = "parquet"
+
+
+class EntitySpec(_Strict):
+    name: str
+    join_keys: list[str] = Field(min_length=1)
+
+
+class LabelSpec(_Strict):
+    table: str
+    column: str
+    positive: int | str | bool = 1
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    entity: EntitySpec
+    source: SourceSpec
+    timestamp_field: str = "event_timestamp"
+    label: LabelSpec
+    tables: dict[str, TableSpec] = Field(min_length=1)
+    feature_tables: dict[str, FeatureTableSpec] = Field(min_length=1)
+    generator: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> DatasetSpec:
+        if self.label.table not in self.tables:
+            raise ValueError(f"label.table '{self.label.table}' is not a table")
+        label_table = self.tables[self.label.table]
+        if self.label.column not in label_table.columns:
+            raise ValueError(
+                f"label.column '{self.label.column}' is not a column of table '{self.label.table}'"
+            )
+        for key in self.entity.join_keys:
+            if key not in label_table.columns:
+                raise ValueError(f"entity join key '{key}' is not a column of the label table")
+        for name, ft in self.feature_tables.items():
+            for table in ft.inputs:
+                if table not in self.tables:
+                    raise ValueError(f"feature_tables.{name}.inputs: unknown table '{table}'")
+            first = self.tables[ft.inputs[0]]
+            if ft.partition_by and ft.partition_by not in first.columns:
+                raise ValueError(
+                    f"feature_tables.{name}.partition_by: '{ft.partition_by}' is not a column "
+                    f"of '{ft.inputs[0]}'"
+                )
+        return self
+
+    def transform_fn(self, feature_table: str) -> Callable[..., Any]:
+        return import_object(self.feature_tables[feature_table].transform)
+
+
+def import_object(path: str) -> Any:
+    """Import `package.module:name`."""
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ImportError(f"module '{module_name}' has no attribute '{attr}'") from exc
+
+
+def load_spec(path: Path) -> DatasetSpec:
+    """Load and check a spec file; every error names the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: cannot read dataset spec: {exc}") from exc
+    try:
+        spec = DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SpecError(f"{path}: invalid dataset spec: {problems}") from exc
+    for field, target in _code_references(spec):
+        try:
+            fn = import_object(target)
+        except ImportError as exc:
+            raise SpecError(f"{path}: {field}: cannot import '{target}': {exc}") from exc
+        if not callable(fn):
+            raise SpecError(f"{path}: {field}: '{target}' is not callable")
+    return spec
+
+
+def _code_references(spec: DatasetSpec) -> list[tuple[str, str]]:
+    refs = [(f"feature_tables.{n}.transform", ft.transform) for n, ft in spec.feature_tables.items()]
+    if spec.generator:
+        refs.append(("generator", spec.generator))
+    return refs

@@ -1,0 +1,354 @@
+"""The Dask preprocessing pipeline: validate every raw partition, build feature tables, stage them.
+
+Everything runs as one Dask graph, partition by partition, so the data never has to fit in
+memory. Inputs of a `partition_by` transform that are already partitioned by that key (the
+key ranges of the files do not overlap) skip the shuffle.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from dask.delayed import Delayed, delayed
+from distributed import get_worker
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect_dask import get_dask_client
+
+from tasks.dataset_spec import DatasetSpec, TableSpec
+from tasks.ingest import join_uri, list_files, read_file
+from tasks.validate import (
+    DataValidationError,
+    PartitionResult,
+    build_schema,
+    empty_frame,
+    validate_partition,
+)
+
+LABELS_TABLE = "labels"
+
+
+@dataclass
+class TableReport:
+    files: int
+    rows_in: int = 0
+    rows_out: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    nulls: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PrepReport:
+    tables: dict[str, TableReport]
+    features: dict[str, pd.DataFrame]
+    copartitioned: dict[str, bool]
+
+    @property
+    def rows_in(self) -> int:
+        return sum(t.rows_in for t in self.tables.values())
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(sum(t.rejected.values()) for t in self.tables.values())
+
+
+@dataclass
+class SourcePlan:
+    """Files per table and what a key-only scan of them found."""
+
+    files: dict[str, list[str]]
+    duplicate_keys: dict[str, pd.DataFrame]
+    copartitioned: dict[str, bool]
+
+
+def plan_sources(spec: DatasetSpec, source_uri: str) -> SourcePlan:
+    """List each table's files and scan only their key columns for duplicates and partitioning."""
+    fmt = spec.source.format
+    files = {name: list_files(join_uri(source_uri, t.path), fmt) for name, t in spec.tables.items()}
+    partition_cols = {
+        (ft.inputs[0], ft.partition_by) for ft in spec.feature_tables.values() if ft.partition_by
+    }
+    scans: dict[str, list[Delayed]] = {}
+    for name, table in spec.tables.items():
+        ranged = sorted({col for t, col in partition_cols if t == name} | set(table.primary_key))
+        scans[name] = [delayed(_scan_keys)(f, fmt, table.primary_key, ranged) for f in files[name]]
+    (computed,) = dask.compute(scans)
+    duplicates: dict[str, pd.DataFrame] = {}
+    for name, table in spec.tables.items():
+        per_file = computed[name]
+        if _disjoint([s["ranges"] for s in per_file], table.primary_key):
+            dups = pd.concat([s["duplicates"] for s in per_file], ignore_index=True)
+        else:
+            dups = _global_duplicates(files[name], fmt, table.primary_key)
+        duplicates[name] = dups
+    copartitioned = {
+        f"{t}.{col}": _disjoint([s["ranges"] for s in computed[t]], [col])
+        for t, col in partition_cols
+    }
+    return SourcePlan(files=files, duplicate_keys=duplicates, copartitioned=copartitioned)
+
+
+def _scan_keys(uri: str, fmt: str, key: list[str], ranged: list[str]) -> dict[str, Any]:
+    frame = read_file(uri, fmt, columns=sorted(set(key) | set(ranged)))  # type: ignore[arg-type]
+    missing = [c for c in ranged if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"{uri}: column '{missing[0]}': rule required_column: missing")
+    ranges = {}
+    for col in ranged:
+        values = frame[col]
+        numeric = pd.api.types.is_numeric_dtype(values) and not values.isna().any()
+        ranges[col] = (values.min(), values.max()) if numeric and len(values) else None
+    dup = frame.loc[frame.duplicated(key, keep=False), key].drop_duplicates()
+    return {"ranges": ranges, "duplicates": dup.reset_index(drop=True)}
+
+
+def _disjoint(ranges: list[dict[str, Any]], cols: Sequence[str]) -> bool:
+    """Whether per-file value ranges of a single column never overlap (so keys are file-local)."""
+    if len(cols) != 1:
+        return len(ranges) <= 1
+    spans = [r[cols[0]] for r in ranges]
+    if any(s is None for s in spans):
+        return len(spans) <= 1
+    spans.sort()
+    return all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:], strict=False))
+
+
+def _global_duplicates(files: list[str], fmt: str, key: list[str]) -> pd.DataFrame:
+    keys = dd.from_map(read_file, files, fmt=fmt, columns=key)
+    sizes = keys.groupby(key).size().compute()
+    return sizes[sizes > 1].reset_index()[key]
+
+
+def build_features(
+    spec: DatasetSpec, plan: SourcePlan, staging_uri: str, now: pd.Timestamp
+) -> PrepReport:
+    """Validate, transform and write every table under `staging_uri` in one Dask computation."""
+    clean: dict[str, dd.DataFrame] = {}
+    results: dict[str, list[Delayed]] = {}
+    writes: list[Delayed] = []
+    for name, table in spec.tables.items():
+        parts = [
+            delayed(_validate_file)(f, spec.source.format, table, now, plan.duplicate_keys[name])
+            for f in plan.files[name]
+        ]
+        results[name] = [delayed(_summary)(p) for p in parts]
+        writes += [
+            delayed(_write_part)(
+                delayed(operator.attrgetter("quarantine"))(p),
+                join_uri(staging_uri, "quarantine", name, f"part-{i:05d}.parquet"),
+            )
+            for i, p in enumerate(parts)
+        ]
+        clean[name] = dd.from_delayed(
+            [delayed(operator.attrgetter("clean"))(p) for p in parts],
+            meta=empty_frame(table),
+            verify_meta=False,
+        )
+    summaries: dict[str, Any] = {}
+    for name, ft in spec.feature_tables.items():
+        frame = _transform(spec, name, clean, plan.copartitioned)
+        writes.append(_write_table(frame, join_uri(staging_uri, "features", name)))
+        summaries[name] = frame.map_partitions(_partition_stats, meta=_STATS_META)
+    labels = _labels(spec, clean[spec.label.table])
+    writes.append(_write_table(labels, join_uri(staging_uri, "features", LABELS_TABLE)))
+    summaries[LABELS_TABLE] = labels.map_partitions(_partition_stats, meta=_STATS_META)
+    # Everything goes in as Delayed: dask reorders outputs when Delayed and dataframe
+    # collections are mixed in one compute call. Shared inputs still run once.
+    computed_results, computed_summaries, _ = dask.compute(
+        results, {n: delayed(_merge_stats)(s) for n, s in summaries.items()}, writes
+    )
+    report = PrepReport(
+        tables={
+            name: _merge_table(parts, len(plan.files[name]))
+            for name, parts in computed_results.items()
+        },
+        features=computed_summaries,
+        copartitioned=plan.copartitioned,
+    )
+    check_null_rates(spec, report)
+    return report
+
+
+def _validate_file(
+    uri: str, fmt: str, table: TableSpec, now: pd.Timestamp, duplicates: pd.DataFrame
+) -> PartitionResult:
+    frame = read_file(uri, fmt)  # type: ignore[arg-type]
+    return validate_partition(frame, table, build_schema(table, now), uri, duplicates)
+
+
+def _summary(result: PartitionResult) -> dict[str, Any]:
+    return {
+        "rows_in": result.rows_in,
+        "rows_out": len(result.clean),
+        "rejected": result.rejected,
+        "nulls": result.nulls,
+    }
+
+
+def _merge_table(parts: list[dict[str, Any]], files: int) -> TableReport:
+    report = TableReport(files=files)
+    for part in parts:
+        report.rows_in += part["rows_in"]
+        report.rows_out += part["rows_out"]
+        for key, n in part["rejected"].items():
+            report.rejected[key] = report.rejected.get(key, 0) + int(n)
+        for key, n in part["nulls"].items():
+            report.nulls[key] = report.nulls.get(key, 0) + int(n)
+    return report
+
+
+def check_null_rates(spec: DatasetSpec, report: PrepReport) -> None:
+    """Table-level rule: a column's null rate over the whole table stays under its maximum."""
+    for name, table in spec.tables.items():
+        rows = report.tables[name].rows_out
+        for col, col_spec in table.columns.items():
+            if col_spec.max_null_rate is None or rows == 0:
+                continue
+            rate = report.tables[name].nulls.get(col, 0) / rows
+            if rate > col_spec.max_null_rate:
+                raise DataValidationError(
+                    f"{spec.source.uri}/{table.path}: column '{col}': rule "
+                    f"max_null_rate({col_spec.max_null_rate}): null rate is {rate:.4f}"
+                )
+
+
+def _transform(
+    spec: DatasetSpec, name: str, clean: dict[str, dd.DataFrame], copartitioned: dict[str, bool]
+) -> dd.DataFrame:
+    ft = spec.feature_tables[name]
+    fn: Callable[..., pd.DataFrame] = spec.transform_fn(name)
+    main = clean[ft.inputs[0]]
+    if ft.partition_by and not copartitioned[f"{ft.inputs[0]}.{ft.partition_by}"]:
+        main = main.shuffle(on=ft.partition_by)
+    others = [clean[t].repartition(npartitions=1) for t in ft.inputs[1:]]
+    meta = fn(*(empty_frame(spec.tables[t]) for t in ft.inputs))
+    required = [*spec.entity.join_keys, spec.timestamp_field]
+    missing = [c for c in required if c not in meta.columns]
+    if missing:
+        raise ValueError(f"feature_tables.{name}.transform {ft.transform}: output lacks {missing}")
+    return main.map_partitions(fn, *others, meta=meta, align_dataframes=False)
+
+
+def _labels(spec: DatasetSpec, frame: dd.DataFrame) -> dd.DataFrame:
+    table = spec.tables[spec.label.table]
+    cols = [*spec.entity.join_keys, table.timestamp, spec.label.column]
+    return frame[cols].rename(columns={table.timestamp: spec.timestamp_field})
+
+
+def _write_table(frame: dd.DataFrame, uri: str) -> Delayed:
+    return delayed(_done)(frame.to_parquet(
+        uri,
+        write_index=False,
+        compute=False,
+        write_metadata_file=False,
+        name_function=lambda i: f"part-{i:05d}.parquet",
+    ))
+
+
+def _done(_: Any) -> None:
+    return None
+
+
+def _write_part(frame: pd.DataFrame, uri: str) -> int:
+    if frame.empty:
+        return 0
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as fh:
+        frame.to_parquet(fh, index=False)
+    return len(frame)
+
+
+_STATS_COLUMNS = ["feature", "count", "nulls", "sum", "sumsq", "min", "max"]
+_STATS_META = pd.DataFrame(
+    {
+        "feature": pd.Series(dtype=object),
+        **{c: pd.Series(dtype="float64") for c in _STATS_COLUMNS[1:]},
+    }
+)
+
+
+def _partition_stats(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for col in frame.columns:
+        values = frame[col]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        data = values.dropna().to_numpy(dtype="float64") if numeric else None
+        rows.append(
+            {
+                "feature": col,
+                "count": float(len(values)),
+                "nulls": float(values.isna().sum()),
+                "sum": float(data.sum()) if data is not None else np.nan,
+                "sumsq": float((data**2).sum()) if data is not None else np.nan,
+                "min": float(data.min()) if data is not None and len(data) else np.nan,
+                "max": float(data.max()) if data is not None and len(data) else np.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=_STATS_COLUMNS)
+
+
+def _merge_stats(parts: pd.DataFrame) -> pd.DataFrame:
+    """Per-feature rows, nulls, mean, std, min, max from the partitions' sufficient statistics."""
+    g = parts.groupby("feature", sort=False)
+    merged = g.agg(
+        count=("count", "sum"),
+        nulls=("nulls", "sum"),
+        sum=("sum", lambda s: s.sum(min_count=1)),
+        sumsq=("sumsq", lambda s: s.sum(min_count=1)),
+        min=("min", "min"),
+        max=("max", "max"),
+    )
+    n = merged["count"] - merged["nulls"]
+    mean = merged["sum"] / n.where(n > 0)
+    var = (merged["sumsq"] / n.where(n > 0) - mean**2).clip(lower=0)
+    out = pd.DataFrame(
+        {
+            "rows": merged["count"].astype("int64"),
+            "null_rate": (merged["nulls"] / merged["count"].where(merged["count"] > 0)).round(4),
+            "mean": mean,
+            "std": np.sqrt(var),
+            "min": merged["min"],
+            "max": merged["max"],
+        }
+    )
+    return out.reset_index()
+
+
+# Prefect tasks: the work above, run on the Dask cluster of the flow's DaskTaskRunner.
+
+
+@contextmanager
+def _on_cluster() -> Iterator[None]:
+    """Inside a Dask worker, send Dask collections to the whole cluster, not this one worker."""
+    try:
+        get_worker()
+    except ValueError:
+        yield
+        return
+    with get_dask_client():
+        yield
+
+
+@task(name="plan-sources", cache_policy=NO_CACHE)
+def plan_sources_task(spec: DatasetSpec, source_uri: str) -> SourcePlan:
+    with _on_cluster():
+        return plan_sources(spec, source_uri)
+
+
+@task(name="build-features", cache_policy=NO_CACHE)
+def build_features_task(
+    spec: DatasetSpec, plan: SourcePlan, staging_uri: str, now: pd.Timestamp
+) -> PrepReport:
+    with _on_cluster():
+        return build_features(spec, plan, staging_uri, now)

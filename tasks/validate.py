@@ -1,0 +1,168 @@
+"""Row- and table-level validation of one raw partition with pandera.
+
+Row-level failures are split off into a quarantine frame with the rule each row broke;
+table-level failures (missing column, wrong dtype, a table-level check) raise DataValidationError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from tasks.dataset_spec import CheckSpec, ColumnSpec, TableSpec
+
+PANDAS_DTYPES: dict[str, object] = {
+    "int64": "int64",
+    "float64": "float64",
+    "bool": "bool",
+    "string": str,
+    "datetime": pd.DatetimeTZDtype(tz="UTC"),
+}
+REASON = "_reject_reason"
+SOURCE = "_source_file"
+
+
+class DataValidationError(ValueError):
+    """Input that fails a table-level rule; the message names file, column and rule."""
+
+
+@dataclass
+class PartitionResult:
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows_in: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    nulls: dict[str, int] = field(default_factory=dict)
+
+
+def build_check(spec: CheckSpec, now: pd.Timestamp) -> pa.Check:
+    if spec.check == "not_in_future":
+        return pa.Check.le(now)
+    factory = getattr(pa.Check, spec.check, None)
+    if factory is None or spec.check.startswith("_"):
+        raise ValueError(f"unknown check '{spec.check}' (a pandera Check or not_in_future)")
+    return factory(**spec.args)
+
+
+def build_schema(table: TableSpec, now: pd.Timestamp) -> pa.DataFrameSchema:
+    """The pandera schema for a table: dtypes coerced, nullability, declared checks."""
+    return pa.DataFrameSchema(
+        {name: _column(col, now) for name, col in table.columns.items()},
+        coerce=True,
+        strict=False,
+    )
+
+
+NULLABLE_DTYPES: dict[str, object] = {"int64": "Int64", "bool": "boolean"}
+
+
+def column_dtype(col: ColumnSpec) -> object:
+    """The pandas dtype a validated column has (nullable ints and bools use pandas' NA types)."""
+    if col.nullable and col.dtype in NULLABLE_DTYPES:
+        return NULLABLE_DTYPES[col.dtype]
+    return PANDAS_DTYPES[col.dtype]
+
+
+def empty_frame(table: TableSpec) -> pd.DataFrame:
+    """A zero-row frame with the validated dtypes of `table` (dask's meta)."""
+    return pd.DataFrame(
+        {name: pd.Series(dtype=_meta_dtype(col)) for name, col in table.columns.items()}
+    )
+
+
+def _meta_dtype(col: ColumnSpec) -> object:
+    dtype = column_dtype(col)
+    return object if dtype is str else dtype
+
+
+def _column(col: ColumnSpec, now: pd.Timestamp) -> pa.Column:
+    return pa.Column(
+        column_dtype(col),
+        checks=[build_check(c, now) for c in col.checks],
+        nullable=col.nullable,
+    )
+
+
+def validate_partition(
+    frame: pd.DataFrame,
+    table: TableSpec,
+    schema: pa.DataFrameSchema,
+    source: str,
+    duplicate_keys: pd.DataFrame | None = None,
+) -> PartitionResult:
+    """Validate one partition read from `source`; returns clean rows, quarantined rows, counts."""
+    frame = frame.reset_index(drop=True)
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="object")
+    if duplicate_keys is not None and len(duplicate_keys):
+        dup = frame[table.primary_key].merge(
+            duplicate_keys, on=table.primary_key, how="left", indicator=True
+        )["_merge"].eq("both").to_numpy()
+        reasons[dup] = f"{'+'.join(table.primary_key)}: duplicate_key"
+    try:
+        clean = schema.validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        _raise_table_failures(exc.failure_cases, table, source)
+        _mark_row_failures(exc.failure_cases, table, reasons)
+        clean = None
+    bad = reasons.notna().to_numpy()
+    if clean is None:
+        clean = schema.validate(frame[~bad], lazy=False)
+    elif bad.any():
+        clean = clean[~bad]
+    clean = clean[list(table.columns)].reset_index(drop=True)
+    quarantine = frame[bad].astype("string").assign(**{REASON: reasons[bad], SOURCE: source})
+    return PartitionResult(
+        clean=clean,
+        quarantine=quarantine.reset_index(drop=True),
+        rows_in=len(frame),
+        rejected=reasons[bad].value_counts().to_dict(),
+        nulls={c: int(n) for c, n in clean.isna().sum().items()},
+    )
+
+
+def _check_level(table: TableSpec, column: str | None, check_number: float) -> CheckSpec | None:
+    if column is None or column not in table.columns or pd.isna(check_number):
+        return None
+    return table.columns[column].checks[int(check_number)]
+
+
+def _raise_table_failures(cases: pd.DataFrame, table: TableSpec, source: str) -> None:
+    problems: list[str] = []
+    for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
+        column = None if pd.isna(column) else column
+        values = group["failure_case"]
+        if check == "column_in_dataframe":
+            problems += [f"column '{v}': rule required_column: missing" for v in values]
+        elif check.startswith(("coerce_dtype", "dtype(")) and values.notna().any():
+            want = table.columns[column].dtype if column in table.columns else "?"
+            sample = ", ".join(repr(v) for v in values.dropna().unique()[:3])
+            problems.append(f"column '{column}': rule dtype: expected {want}, found {sample}")
+        elif group["index"].isna().all() and check != "not_nullable":
+            problems.append(f"column '{column}': rule {check}: {values.iloc[0]}")
+        else:
+            spec = _check_level(table, column, group["check_number"].iloc[0])
+            if spec is not None and spec.level == "table":
+                problems.append(
+                    f"column '{column}': rule {spec.rule} (table-level): {len(group)} rows fail"
+                )
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise DataValidationError(f"{source}: " + "; ".join(unique))
+
+
+def _mark_row_failures(cases: pd.DataFrame, table: TableSpec, reasons: pd.Series) -> None:
+    """Write each failing row's first broken rule into `reasons` (rows already marked keep theirs)."""
+    rows = cases[cases["index"].notna()]
+    keys = ["column", "check", "check_number"]
+    for (column, check, number), group in rows.groupby(keys, dropna=False, sort=False):
+        if check == "not_nullable" or str(check).startswith(("coerce_dtype", "dtype(")):
+            rule = "not_null"
+        else:
+            spec = _check_level(table, column, number)
+            rule = spec.rule if spec is not None else str(check)
+        idx = group["index"].astype("int64").to_numpy()
+        idx = idx[reasons.iloc[idx].isna().to_numpy()]
+        reasons.iloc[idx] = f"{column}: {rule}"
