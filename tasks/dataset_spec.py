@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
+import pandera.pandas as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -28,6 +30,23 @@ class CheckSpec(_Strict):
     check: str
     args: dict[str, Any] = Field(default_factory=dict)
     level: CheckLevel = "row"
+
+    @model_validator(mode="after")
+    def _builds(self) -> CheckSpec:
+        try:
+            self.to_pandera(pd.Timestamp.now(tz="UTC"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"check '{self.check}' with args {self.args}: {exc}") from exc
+        return self
+
+    def to_pandera(self, now: pd.Timestamp) -> pa.Check:
+        """The pandera check; `not_in_future` compares with `now`, the run's start."""
+        if self.check == "not_in_future":
+            return pa.Check.le(now)
+        factory = getattr(pa.Check, self.check, None)
+        if factory is None or self.check.startswith("_") or not callable(factory):
+            raise ValueError("unknown check (use a pandera built-in Check or not_in_future)")
+        return factory(**self.args)
 
     @property
     def rule(self) -> str:

@@ -45,7 +45,7 @@ def read_file(uri: str, fmt: Format, columns: Sequence[str] | None = None) -> pd
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError(f"{uri}: file is empty") from exc
     except ValueError as exc:
-        if columns and ("usecols" in str(exc) or "No match for FieldRef" in str(exc)):
+        if columns and ("usecols" in str(exc).lower() or "No match for FieldRef" in str(exc)):
             raise DataValidationError(
                 f"{uri}: rule required_column: missing one of {list(columns)} ({exc})"
             ) from exc

@@ -38,15 +38,6 @@ class PartitionResult:
     nulls: dict[str, int] = field(default_factory=dict)
 
 
-def build_check(spec: CheckSpec, now: pd.Timestamp) -> pa.Check:
-    if spec.check == "not_in_future":
-        return pa.Check.le(now)
-    factory = getattr(pa.Check, spec.check, None)
-    if factory is None or spec.check.startswith("_"):
-        raise ValueError(f"unknown check '{spec.check}' (a pandera Check or not_in_future)")
-    return factory(**spec.args)
-
-
 def build_schema(table: TableSpec, now: pd.Timestamp) -> pa.DataFrameSchema:
     """The pandera schema for a table: dtypes coerced, nullability, declared checks."""
     return pa.DataFrameSchema(
@@ -81,7 +72,7 @@ def _meta_dtype(col: ColumnSpec) -> object:
 def _column(col: ColumnSpec, now: pd.Timestamp) -> pa.Column:
     return pa.Column(
         column_dtype(col),
-        checks=[build_check(c, now) for c in col.checks],
+        checks=[c.to_pandera(now) for c in col.checks],
         nullable=col.nullable,
     )
 
@@ -94,7 +85,7 @@ def validate_partition(
     duplicate_keys: pd.DataFrame | None = None,
 ) -> PartitionResult:
     """Validate one partition read from `source`; returns clean rows, quarantined rows, counts."""
-    frame = frame.reset_index(drop=True)
+    frame = normalise_timestamps(frame.reset_index(drop=True), table, source)
     reasons = pd.Series(pd.NA, index=frame.index, dtype="object")
     if duplicate_keys is not None and len(duplicate_keys):
         dup = frame[table.primary_key].merge(
@@ -121,6 +112,34 @@ def validate_partition(
         rejected=reasons[bad].value_counts().to_dict(),
         nulls={c: int(n) for c, n in clean.isna().sum().items()},
     )
+
+
+def normalise_timestamps(frame: pd.DataFrame, table: TableSpec, source: str) -> pd.DataFrame:
+    """Parse datetime columns to UTC: mixed offsets are converted, naive values taken as UTC.
+
+    A value that is present but cannot be parsed is a wrong dtype, which fails the table.
+    """
+    out = frame
+    for name, col in table.columns.items():
+        if col.dtype != "datetime" or name not in frame.columns:
+            continue
+        values = frame[name]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            parsed = values.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(values):
+            parsed = values.dt.tz_localize("UTC")
+        else:
+            parsed = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+            bad = parsed.isna() & values.notna()
+            if bad.any():
+                sample = ", ".join(repr(v) for v in values[bad].unique()[:3])
+                raise DataValidationError(
+                    f"{source}: column '{name}': rule dtype: expected datetime, found {sample}"
+                )
+        if out is frame:
+            out = frame.copy()
+        out[name] = parsed
+    return out
 
 
 def _check_level(table: TableSpec, column: str | None, check_number: float) -> CheckSpec | None:

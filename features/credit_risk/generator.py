@@ -155,7 +155,9 @@ def _chunk(
     loan = np.exp(rng.normal(np.log(income[applicant] * 0.25), 0.6))
     loan = np.where(drifted("loan_amount", app_ts), loan * (1 + 0.6 * k), loan)
     missed = rng.poisson(np.exp(-0.8 + 0.8 * risk[applicant]))
-    missed = np.where(drifted("missed_payments_12m", app_ts), missed + rng.poisson(1.5 * k, n), missed)
+    if drifted("missed_payments_12m", app_ts).any():  # own stream: drift leaves other draws alone
+        extra = np.random.default_rng([config.seed, index, 1]).poisson(1.5 * k, n)
+        missed = np.where(drifted("missed_payments_12m", app_ts), missed + extra, missed)
     term = rng.choice([12, 24, 36, 60], n)
     young = (age[applicant] < 28).astype(float)
     lti = loan / income[applicant]

@@ -1,0 +1,39 @@
+# The two commands: `make demo` (the main job on embedded defaults) and `make test`.
+# Set-up is incremental: each environment is rebuilt only when its lock file changes.
+PYTHON ?= python3.11
+VENV := .venv
+SERVING := .venv-serving
+PLATFORM_OK := $(VENV)/.platform-ok
+SERVING_OK := $(SERVING)/.serving-ok
+
+.PHONY: setup demo test stop lint bench
+setup: $(PLATFORM_OK) $(SERVING_OK)
+
+$(PLATFORM_OK): requirements.lock pyproject.toml .ci/build_horovod.sh
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
+	bash .ci/build_horovod.sh $(VENV)
+	$(VENV)/bin/pip check
+	touch $@
+
+$(SERVING_OK): deployments/serving/requirements.lock
+	test -x $(SERVING)/bin/python || $(PYTHON) -m venv $(SERVING)
+	$(SERVING)/bin/pip install -q -r deployments/serving/requirements.lock
+	$(SERVING)/bin/pip check
+	touch $@
+
+demo: setup
+	$(VENV)/bin/mlops demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+stop:
+	-$(VENV)/bin/mlops server stop
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+
+bench: setup
+	$(VENV)/bin/python -m bench.preprocess

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.dataset_spec import SpecError, load_spec
+from tasks.datasets import DATASETS_ROOT, get_dataset, list_datasets
+
+pytestmark = pytest.mark.unit
+SPEC = DATASETS_ROOT / "credit_risk" / "dataset.yaml"
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(SPEC.read_text())
+    mutate(raw)
+    path = tmp_path / "dataset.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_registry_lists_the_demo_dataset() -> None:
+    names = [s.name for s in list_datasets()]
+    assert "credit_risk" in names
+    spec = get_dataset("credit_risk")
+    assert spec.entity.join_keys == ["customer_id"]
+    assert spec.transform_fn("transaction_windows").__name__ == "transaction_windows"
+
+
+def test_unknown_dataset_names_the_registered_ones() -> None:
+    with pytest.raises(SpecError, match="unknown dataset 'nope'.*credit_risk"):
+        get_dataset("nope")
+
+
+def test_label_missing_from_schema_fails_at_load(tmp_path: Path) -> None:
+    path = _write(tmp_path, lambda r: r["label"].update(column="no_such_label"))
+    with pytest.raises(SpecError, match=r"dataset.yaml.*label.column 'no_such_label'"):
+        load_spec(path)
+
+
+def test_transform_module_that_does_not_import_fails_at_load(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:
+        raw["feature_tables"]["customer_profile"]["transform"] = "features.missing_mod:fn"
+
+    with pytest.raises(SpecError, match=r"feature_tables.customer_profile.transform.*missing_mod"):
+        load_spec(_write(tmp_path, mutate))
+
+
+def test_unknown_input_table_and_extra_field_fail(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:
+        raw["feature_tables"]["customer_profile"]["inputs"] = ["clients"]
+
+    with pytest.raises(SpecError, match="unknown table 'clients'"):
+        load_spec(_write(tmp_path, mutate))
+    with pytest.raises(SpecError, match="tables.customers.colour"):
+        load_spec(_write(tmp_path, lambda r: r["tables"]["customers"].update(colour="red")))
+
+
+def test_unknown_check_fails_at_load(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:
+        raw["tables"]["customers"]["columns"]["age"]["checks"] = [{"check": "is_prime"}]
+
+    with pytest.raises(SpecError, match=r"tables.customers.columns.age.*is_prime"):
+        load_spec(_write(tmp_path, mutate))
+
+
+def test_partition_key_must_be_a_column(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:
+        raw["feature_tables"]["transaction_windows"]["partition_by"] = "account"
+
+    with pytest.raises(SpecError, match="partition_by: 'account'"):
+        load_spec(_write(tmp_path, mutate))
