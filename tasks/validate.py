@@ -92,12 +92,14 @@ def validate_partition(
             duplicate_keys, on=table.primary_key, how="left", indicator=True
         )["_merge"].eq("both").to_numpy()
         reasons[dup] = f"{'+'.join(table.primary_key)}: duplicate_key"
+    cases = None
     try:
         clean = schema.validate(frame, lazy=True)
     except SchemaErrors as exc:
-        _raise_table_failures(exc.failure_cases, table, source)
-        _mark_row_failures(exc.failure_cases, table, reasons)
-        clean = None
+        cases, clean = exc.failure_cases, None
+    if cases is not None:  # handled outside `except` so errors do not chain pandera's
+        _raise_table_failures(cases, table, source)
+        _mark_row_failures(cases, table, reasons)
     bad = reasons.notna().to_numpy()
     if clean is None:
         clean = schema.validate(frame[~bad], lazy=False)

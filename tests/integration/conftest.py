@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.local_server import LocalServer, stop_process_group
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real `prefect server start` on SQLite, stopped (SIGKILL if needed) at the end."""
+    server = LocalServer(home=tmp_path_factory.mktemp("prefect-home"), port=free_port())
+    server.start(timeout=120)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prefect_env(prefect_server: LocalServer) -> dict[str, str]:
+    return {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "PREFECT_HOME": str(prefect_server.home)}
+
+
+@pytest.fixture
+def api(prefect_server: LocalServer) -> Iterator[None]:
+    """Point this process's Prefect client at the real server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        yield
+
+
+class Processes:
+    """Background processes started in their own process group and always stopped."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.pids: list[int] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        self.pids.append(proc.pid)
+        return proc
+
+    def stop_all(self) -> None:
+        for pid in reversed(self.pids):  # the last started (workers) first
+            stop_process_group(pid, timeout=10)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
