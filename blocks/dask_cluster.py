@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import dask
+from distributed import LocalCluster
 from prefect.blocks.core import Block
 from prefect_dask import DaskTaskRunner
 from pydantic import Field
+
+MMAP_THRESHOLD = 32 * 1024 * 1024
 
 
 class DaskCluster(Block):
@@ -19,16 +25,30 @@ class DaskCluster(Block):
     memory_limit: str = Field(default="4GiB", description="Per local worker, e.g. '4GiB'.")
     processes: bool = True
 
+    def local_kwargs(self) -> dict[str, Any]:
+        return {
+            "n_workers": self.n_workers,
+            "threads_per_worker": self.threads_per_worker,
+            "memory_limit": self.memory_limit,
+            "processes": self.processes,
+            "dashboard_address": None,
+        }
+
     def task_runner(self) -> DaskTaskRunner:
         if self.address:
             return DaskTaskRunner(address=self.address)
-        return DaskTaskRunner(
-            cluster_class="distributed.LocalCluster",
-            cluster_kwargs={
-                "n_workers": self.n_workers,
-                "threads_per_worker": self.threads_per_worker,
-                "memory_limit": self.memory_limit,
-                "processes": self.processes,
-                "dashboard_address": None,
-            },
-        )
+        return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=self.local_kwargs())
+
+
+def local_cluster(**kwargs: Any) -> LocalCluster:
+    """A LocalCluster whose workers allocate pandas-sized arrays from the heap.
+
+    Dask's nanny sets MALLOC_TRIM_THRESHOLD_ so that workers return memory to the OS; setting
+    it also switches off glibc's dynamic mmap threshold, so every array over 128 KiB is mmapped
+    and page-faulted afresh, which made each partition of this pipeline ~1.7x slower. A fixed
+    32 MiB mmap threshold (glibc's maximum) keeps the speed and still returns large blocks.
+    """
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        return LocalCluster(**kwargs)

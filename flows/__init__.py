@@ -31,7 +31,7 @@ FLOWS: dict[str, RegisteredFlow] = {
     ),
     "data-prep": RegisteredFlow(
         data_prep,
-        "Validate raw tables, quarantine bad rows, build feature tables on Dask, publish atomically.",
+        "Validate raw tables, quarantine bad rows, build feature tables on Dask, publish them.",
         DataPrepParams,
         "flows/data_prep.py:data_prep",
     ),

@@ -53,9 +53,11 @@ def cmd_datasets(_: argparse.Namespace) -> None:
     for spec in list_datasets():
         tables = ", ".join(spec.tables)
         features = ", ".join(spec.feature_tables)
-        print(f"{spec.name}\n  {spec.description}\n  entity: {spec.entity.name} "
-              f"{spec.entity.join_keys}; label: {spec.label.table}.{spec.label.column}\n"
-              f"  tables: {tables}\n  feature tables: {features}\n  source: {spec.source.uri}")
+        print(
+            f"{spec.name}\n  {spec.description}\n  entity: {spec.entity.name} "
+            f"{spec.entity.join_keys}; label: {spec.label.table}.{spec.label.column}\n"
+            f"  tables: {tables}\n  feature tables: {features}\n  source: {spec.source.uri}"
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -137,8 +139,17 @@ def _jsonable(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
-_GENERATE_FIELDS = ("dataset", "rows", "seed", "out_uri", "chunk_rows", "dirty_rate",
-                    "drift_start", "covariate_drift", "concept_drift")
+_GENERATE_FIELDS = (
+    "dataset",
+    "rows",
+    "seed",
+    "out_uri",
+    "chunk_rows",
+    "dirty_rate",
+    "drift_start",
+    "covariate_drift",
+    "concept_drift",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Dask's scheduler and workers log every connection at INFO; keep the console readable.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     args = build_parser().parse_args(argv)
     args.func(args)
 

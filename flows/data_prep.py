@@ -56,7 +56,9 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     default_source = DataSource(uri=spec.source.uri, format=spec.source.format)
     source = load_or_default(DataSource, params.data_source_block, default_source)
     if source.format != spec.source.format:
-        spec = spec.model_copy(update={"source": spec.source.model_copy(update={"format": source.format})})
+        spec = spec.model_copy(
+            update={"source": spec.source.model_copy(update={"format": source.format})}
+        )
     source_uri = params.source_uri or source.uri
     output_uri = params.output_uri or f"data/{spec.name}"
     started = datetime.now(UTC)
@@ -67,14 +69,19 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     try:
         report = build_features_task.submit(spec, plan, staging, now).result()
         run_label = started.strftime("%Y%m%dT%H%M%SZ")
-        publish(staging, output_uri, {"features": "features", "quarantine": f"quarantine/{run_label}"})
+        publish(
+            staging, output_uri, {"features": "features", "quarantine": f"quarantine/{run_label}"}
+        )
     except BaseException:
         discard(staging)
         raise
     report_data_prep(spec.name, report, output_uri)
     logger.info(
         "data_prep %s: %s rows in, %s rejected; features under %s/features",
-        spec.name, report.rows_in, report.rows_rejected, output_uri,
+        spec.name,
+        report.rows_in,
+        report.rows_rejected,
+        output_uri,
     )
     return DataPrepResult(
         dataset=spec.name,

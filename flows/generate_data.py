@@ -14,8 +14,12 @@ from tasks.datasets import DEFAULT_DATASET, get_dataset
 class GenerateDataParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(default=DEFAULT_DATASET, description="A registered dataset with a generator.")
-    rows: int = Field(default=100_000, ge=1_000, le=20_000_000, description="Rows of the main table.")
+    dataset: str = Field(
+        default=DEFAULT_DATASET, description="A registered dataset with a generator."
+    )
+    rows: int = Field(
+        default=100_000, ge=1_000, le=20_000_000, description="Rows of the main table."
+    )
     seed: int = Field(default=0, ge=0)
     out_uri: str | None = Field(default=None, description="Default: the spec's source URI.")
     chunk_rows: int = Field(default=1_000_000, ge=1_000, le=5_000_000, description="Rows per file.")

@@ -46,7 +46,9 @@ def prep_markdown(dataset: str, report: PrepReport, output_uri: str) -> str:
 @task(name="report-data-prep")
 def report_data_prep(dataset: str, report: PrepReport, output_uri: str) -> None:
     key = artifact_key("data-prep", dataset)
-    create_table_artifact(table=prep_rows(report), key=key, description=f"Rows per table: {dataset}")
+    create_table_artifact(
+        table=prep_rows(report), key=key, description=f"Rows per table: {dataset}"
+    )
     create_markdown_artifact(
         markdown=prep_markdown(dataset, report, output_uri),
         key=f"{key}-features",

@@ -182,7 +182,9 @@ def load_spec(path: Path) -> DatasetSpec:
 
 
 def _code_references(spec: DatasetSpec) -> list[tuple[str, str]]:
-    refs = [(f"feature_tables.{n}.transform", ft.transform) for n, ft in spec.feature_tables.items()]
+    refs = [
+        (f"feature_tables.{n}.transform", ft.transform) for n, ft in spec.feature_tables.items()
+    ]
     if spec.generator:
         refs.append(("generator", spec.generator))
     return refs

@@ -23,10 +23,8 @@ def list_files(uri: str, fmt: Format) -> list[str]:
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         raise DataValidationError(f"{uri}: path does not exist")
-    if fs.isfile(path):
-        files = [path]
-    else:
-        files = sorted(p for p in fs.find(path) if p.endswith(f".{fmt}"))
+    found = [path] if fs.isfile(path) else fs.find(path)
+    files = sorted(p for p in found if p.endswith(f".{fmt}"))
     if not files:
         raise DataValidationError(f"{uri}: no .{fmt} files found")
     return [fs.unstrip_protocol(f) if "://" in uri else f for f in files]

@@ -7,6 +7,7 @@ key ranges of the files do not overlap) skip the shuffle.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -118,7 +119,7 @@ def _disjoint(ranges: list[dict[str, Any]], cols: Sequence[str]) -> bool:
     if any(s is None for s in spans):
         return len(spans) <= 1
     spans.sort()
-    return all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:], strict=False))
+    return all(prev[1] < nxt[0] for prev, nxt in itertools.pairwise(spans))
 
 
 def _global_duplicates(files: list[str], fmt: str, key: list[str]) -> pd.DataFrame:
@@ -153,17 +154,17 @@ def build_features(
             verify_meta=False,
         )
     summaries: dict[str, Any] = {}
-    for name, ft in spec.feature_tables.items():
+    for name in spec.feature_tables:
         frame = _transform(spec, name, clean, plan.copartitioned)
         writes.append(_write_table(frame, join_uri(staging_uri, "features", name)))
-        summaries[name] = frame.map_partitions(_partition_stats, meta=_STATS_META)
+        summaries[name] = frame.map_partitions(partition_stats, meta=_STATS_META)
     labels = _labels(spec, clean[spec.label.table])
     writes.append(_write_table(labels, join_uri(staging_uri, "features", LABELS_TABLE)))
-    summaries[LABELS_TABLE] = labels.map_partitions(_partition_stats, meta=_STATS_META)
+    summaries[LABELS_TABLE] = labels.map_partitions(partition_stats, meta=_STATS_META)
     # Everything goes in as Delayed: dask reorders outputs when Delayed and dataframe
     # collections are mixed in one compute call. Shared inputs still run once.
     computed_results, computed_summaries, _ = dask.compute(
-        results, {n: delayed(_merge_stats)(s) for n, s in summaries.items()}, writes
+        results, {n: delayed(merge_stats)(s) for n, s in summaries.items()}, writes
     )
     report = PrepReport(
         tables={
@@ -244,13 +245,15 @@ def _labels(spec: DatasetSpec, frame: dd.DataFrame) -> dd.DataFrame:
 
 
 def _write_table(frame: dd.DataFrame, uri: str) -> Delayed:
-    return delayed(_done)(frame.to_parquet(
-        uri,
-        write_index=False,
-        compute=False,
-        write_metadata_file=False,
-        name_function=lambda i: f"part-{i:05d}.parquet",
-    ))
+    return delayed(_done)(
+        frame.to_parquet(
+            uri,
+            write_index=False,
+            compute=False,
+            write_metadata_file=False,
+            name_function=lambda i: f"part-{i:05d}.parquet",
+        )
+    )
 
 
 def _done(_: Any) -> None:
@@ -278,27 +281,31 @@ _STATS_META = pd.DataFrame(
 )
 
 
-def _partition_stats(frame: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for col in frame.columns:
-        values = frame[col]
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        data = values.dropna().to_numpy(dtype="float64") if numeric else None
-        rows.append(
+def partition_stats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sufficient statistics per column (numeric moments; counts for every column)."""
+    numeric = frame.select_dtypes("number")
+    values = numeric.to_numpy(dtype="float64", na_value=np.nan)
+    stats = pd.DataFrame(
+        {
+            "feature": frame.columns,
+            "count": float(len(frame)),
+            "nulls": frame.isna().sum().to_numpy(dtype="float64"),
+        }
+    ).set_index("feature")
+    with np.errstate(all="ignore"):
+        moments = pd.DataFrame(
             {
-                "feature": col,
-                "count": float(len(values)),
-                "nulls": float(values.isna().sum()),
-                "sum": float(data.sum()) if data is not None else np.nan,
-                "sumsq": float((data**2).sum()) if data is not None else np.nan,
-                "min": float(data.min()) if data is not None and len(data) else np.nan,
-                "max": float(data.max()) if data is not None and len(data) else np.nan,
-            }
+                "sum": np.nansum(values, axis=0),
+                "sumsq": np.nansum(values**2, axis=0),
+                "min": np.nanmin(values, axis=0) if len(values) else np.nan,
+                "max": np.nanmax(values, axis=0) if len(values) else np.nan,
+            },
+            index=numeric.columns,
         )
-    return pd.DataFrame(rows, columns=_STATS_COLUMNS)
+    return stats.join(moments).reset_index()[_STATS_COLUMNS]
 
 
-def _merge_stats(parts: pd.DataFrame) -> pd.DataFrame:
+def merge_stats(parts: pd.DataFrame) -> pd.DataFrame:
     """Per-feature rows, nulls, mean, std, min, max from the partitions' sufficient statistics."""
     g = parts.groupby("feature", sort=False)
     merged = g.agg(

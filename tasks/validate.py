@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
@@ -18,7 +19,7 @@ PANDAS_DTYPES: dict[str, object] = {
     "int64": "int64",
     "float64": "float64",
     "bool": "bool",
-    "string": str,
+    "string": pd.StringDtype("pyarrow"),  # a dtype check, not a per-value isinstance
     "datetime": pd.DatetimeTZDtype(tz="UTC"),
 }
 REASON = "_reject_reason"
@@ -60,13 +61,8 @@ def column_dtype(col: ColumnSpec) -> object:
 def empty_frame(table: TableSpec) -> pd.DataFrame:
     """A zero-row frame with the validated dtypes of `table` (dask's meta)."""
     return pd.DataFrame(
-        {name: pd.Series(dtype=_meta_dtype(col)) for name, col in table.columns.items()}
+        {name: pd.Series(dtype=column_dtype(col)) for name, col in table.columns.items()}
     )
-
-
-def _meta_dtype(col: ColumnSpec) -> object:
-    dtype = column_dtype(col)
-    return object if dtype is str else dtype
 
 
 def _column(col: ColumnSpec, now: pd.Timestamp) -> pa.Column:
@@ -85,12 +81,12 @@ def validate_partition(
     duplicate_keys: pd.DataFrame | None = None,
 ) -> PartitionResult:
     """Validate one partition read from `source`; returns clean rows, quarantined rows, counts."""
-    frame = normalise_timestamps(frame.reset_index(drop=True), table, source)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
+    frame = normalise_timestamps(frame, table, source)
     reasons = pd.Series(pd.NA, index=frame.index, dtype="object")
     if duplicate_keys is not None and len(duplicate_keys):
-        dup = frame[table.primary_key].merge(
-            duplicate_keys, on=table.primary_key, how="left", indicator=True
-        )["_merge"].eq("both").to_numpy()
+        dup = _isin(frame, duplicate_keys, table.primary_key)
         reasons[dup] = f"{'+'.join(table.primary_key)}: duplicate_key"
     cases = None
     try:
@@ -101,8 +97,8 @@ def validate_partition(
         _raise_table_failures(cases, table, source)
         _mark_row_failures(cases, table, reasons)
     bad = reasons.notna().to_numpy()
-    if clean is None:
-        clean = schema.validate(frame[~bad], lazy=False)
+    if clean is None:  # every rule already ran on every row: coercing the rest is enough
+        clean = schema.coerce_dtype(frame[~bad].copy())
     elif bad.any():
         clean = clean[~bad]
     clean = clean[list(table.columns)].reset_index(drop=True)
@@ -114,6 +110,12 @@ def validate_partition(
         rejected=reasons[bad].value_counts().to_dict(),
         nulls={c: int(n) for c, n in clean.isna().sum().items()},
     )
+
+
+def _isin(frame: pd.DataFrame, keys: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    if len(columns) == 1:
+        return frame[columns[0]].isin(keys[columns[0]]).to_numpy()
+    return pd.MultiIndex.from_frame(frame[columns]).isin(pd.MultiIndex.from_frame(keys[columns]))
 
 
 def normalise_timestamps(frame: pd.DataFrame, table: TableSpec, source: str) -> pd.DataFrame:
@@ -175,7 +177,7 @@ def _raise_table_failures(cases: pd.DataFrame, table: TableSpec, source: str) ->
 
 
 def _mark_row_failures(cases: pd.DataFrame, table: TableSpec, reasons: pd.Series) -> None:
-    """Write each failing row's first broken rule into `reasons` (rows already marked keep theirs)."""
+    """Write each failing row's first broken rule into `reasons` (marked rows keep theirs)."""
     rows = cases[cases["index"].notna()]
     keys = ["column", "check", "check_number"]
     for (column, check, number), group in rows.groupby(keys, dropna=False, sort=False):

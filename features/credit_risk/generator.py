@@ -18,7 +18,15 @@ import pandas as pd
 
 REGIONS = ["north", "south", "east", "west", "central"]
 HOME = ["rent", "own", "mortgage"]
-MERCHANTS = ["grocery", "restaurants", "utilities", "travel", "electronics", "gambling", "cash_advance"]
+MERCHANTS = [
+    "grocery",
+    "restaurants",
+    "utilities",
+    "travel",
+    "electronics",
+    "gambling",
+    "cash_advance",
+]
 RISKY_MERCHANTS = ["gambling", "cash_advance"]
 PURPOSES = ["debt_consolidation", "home_improvement", "car", "education", "medical", "other"]
 TXN_PER_CUSTOMER = 40
@@ -39,7 +47,9 @@ class Drift:
     def __post_init__(self) -> None:
         unknown = [c for c in self.covariate if c not in DRIFTABLE]
         if unknown:
-            raise ValueError(f"covariate drift: unknown column(s) {unknown}; choose from {DRIFTABLE}")
+            raise ValueError(
+                f"covariate drift: unknown column(s) {unknown}; choose from {DRIFTABLE}"
+            )
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,9 @@ class GeneratorConfig:
     start: date = date(2025, 1, 1)
     end: date = date(2026, 6, 30)
     chunk_rows: int = 1_000_000
-    dirty_rate: float = 0.0  # share of rows given a realistic defect (negative amount, future date...)
+    dirty_rate: float = (
+        0.0  # share of rows given a realistic defect (negative amount, future date...)
+    )
     drift: Drift | None = None
 
 
@@ -109,7 +121,9 @@ def _chunk(
             "customer_id": ids,
             "signup_ts": pd.to_datetime(signup, utc=True),
             "region": np.array(REGIONS, dtype=object)[region],
-            "home_ownership": np.array(HOME, dtype=object)[rng.choice(3, count, p=[0.4, 0.25, 0.35])],
+            "home_ownership": np.array(HOME, dtype=object)[
+                rng.choice(3, count, p=[0.4, 0.25, 0.35])
+            ],
             "annual_income": income.round(2),
             "age": age,
             "employment_years": employment,
@@ -188,8 +202,8 @@ def _chunk(
         }
     )
     if config.dirty_rate > 0:
-        transactions = _dirty(transactions, rng, config.dirty_rate, "amount", "event_ts", "txn_id")
-        applications = _dirty(applications, rng, config.dirty_rate, "loan_amount", "application_ts", "application_id")
+        transactions = _dirty(transactions, rng, config.dirty_rate, "amount", "event_ts")
+        applications = _dirty(applications, rng, config.dirty_rate, "loan_amount", "application_ts")
     return {"customers": customers, "transactions": transactions, "applications": applications}
 
 
@@ -201,8 +215,10 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
 
 
-def _dirty(frame: pd.DataFrame, rng: np.random.Generator, rate: float, value: str, ts: str, key: str) -> pd.DataFrame:
-    """Inject the defects real feeds have: negative values, future dates, missing and repeated keys."""
+def _dirty(
+    frame: pd.DataFrame, rng: np.random.Generator, rate: float, value: str, ts: str
+) -> pd.DataFrame:
+    """Inject real feeds' defects: negative values, future dates, missing values, repeated rows."""
     frame = frame.copy()
     n = len(frame)
     picks = rng.choice(n, size=min(n, max(4, int(n * rate))), replace=False)

@@ -18,7 +18,9 @@ DAY = np.timedelta64(1, "D")
 
 def encode(values: pd.Series, categories: list[str]) -> pd.Series:
     """Stable integer codes for a categorical column; unknown or missing values get -1."""
-    return pd.Series(pd.Categorical(values, categories=categories).codes, index=values.index).astype("int64")
+    return pd.Series(
+        pd.Categorical(values, categories=categories).codes, index=values.index
+    ).astype("int64")
 
 
 def customer_profile(customers: pd.DataFrame) -> pd.DataFrame:

@@ -16,27 +16,40 @@ pytestmark = pytest.mark.flows
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("flows") / "raw"
-    rows = generate_data(GenerateDataParams(rows=6_000, seed=3, out_uri=str(root), chunk_rows=2_000, dirty_rate=0.01))
+    rows = generate_data(
+        GenerateDataParams(rows=6_000, seed=3, out_uri=str(root), chunk_rows=2_000, dirty_rate=0.01)
+    )
     assert rows["transactions"] > 6_000  # dirty rows add repeats
     return root
 
 
 async def _artifacts(key: str):
     async with get_client() as client:
-        return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
 
 
 def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = data_prep(DataPrepParams(source_uri=str(raw), output_uri=str(out), dask_cluster_block="threads"))
+    result = data_prep(
+        DataPrepParams(source_uri=str(raw), output_uri=str(out), dask_cluster_block="threads")
+    )
     assert result.rows_rejected > 0
-    assert set(result.rows_out) == {"customer_profile", "transaction_windows", "application_features", "labels"}
+    assert set(result.rows_out) == {
+        "customer_profile",
+        "transaction_windows",
+        "application_features",
+        "labels",
+    }
     assert len(pd.read_parquet(out / "features" / "labels")) == result.rows_out["labels"]
     (quarantine_run,) = (out / "quarantine").iterdir()
     rejected = pd.concat(pd.read_parquet(p) for p in quarantine_run.iterdir())
@@ -53,19 +66,34 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
 
 def test_failed_run_leaves_previous_tables_intact(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    data_prep(DataPrepParams(source_uri=str(raw), output_uri=str(out), dask_cluster_block="threads"))
+    data_prep(
+        DataPrepParams(source_uri=str(raw), output_uri=str(out), dask_cluster_block="threads")
+    )
     before = _tree(out / "features")
 
     broken = tmp_path / "broken"
     shutil.copytree(raw, broken)
     part = broken / "customers" / "part-00001.parquet"
     pd.read_parquet(part).drop(columns="region").to_parquet(part, index=False)
-    with pytest.raises(DataValidationError, match=r"customers/part-00001.parquet: column 'region': rule required_column"):
-        data_prep(DataPrepParams(source_uri=str(broken), output_uri=str(out), dask_cluster_block="threads"))
+    with pytest.raises(
+        DataValidationError,
+        match=r"customers/part-00001.parquet: column 'region': rule required_column",
+    ):
+        data_prep(
+            DataPrepParams(
+                source_uri=str(broken), output_uri=str(out), dask_cluster_block="threads"
+            )
+        )
     assert _tree(out / "features") == before
     assert not list(out.glob(".staging-*"))
 
 
 def test_missing_source_fails_naming_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match=r"nowhere/customers: path does not exist"):
-        data_prep(DataPrepParams(source_uri=str(tmp_path / "nowhere"), output_uri=str(tmp_path / "o"), dask_cluster_block="threads"))
+        data_prep(
+            DataPrepParams(
+                source_uri=str(tmp_path / "nowhere"),
+                output_uri=str(tmp_path / "o"),
+                dask_cluster_block="threads",
+            )
+        )

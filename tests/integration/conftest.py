@@ -35,7 +35,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
 
 @pytest.fixture
 def prefect_env(prefect_server: LocalServer) -> dict[str, str]:
-    return {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "PREFECT_HOME": str(prefect_server.home)}
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server.api_url,
+        "PREFECT_HOME": str(prefect_server.home),
+    }
 
 
 @pytest.fixture
@@ -54,9 +58,13 @@ class Processes:
         self.logs = logs
         self.pids: list[int] = []
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
         self.pids.append(proc.pid)
         return proc
 

@@ -13,14 +13,20 @@ pytestmark = pytest.mark.integration
 def test_prefect_block_register_against_a_real_server(prefect_env, api) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
-        env=prefect_env, capture_output=True, text=True, timeout=120,
+        env=prefect_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Successfully registered 2 blocks" in done.stdout
 
     listed = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "type", "ls"],
-        env=prefect_env, capture_output=True, text=True, timeout=120,
+        env=prefect_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "mlops-data-source" in listed.stdout and "mlops-dask-cluster" in listed.stdout
 

@@ -15,17 +15,26 @@ pytestmark = pytest.mark.integration
 
 def _prefect(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "prefect", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "prefect", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
-def test_prefect_deploy_all_then_a_process_worker_runs_a_flow(prefect_env, api, processes, tmp_path: Path) -> None:
+def test_prefect_deploy_all_then_a_process_worker_runs_a_flow(
+    prefect_env, api, processes, tmp_path: Path
+) -> None:
     _prefect(prefect_env, "work-pool", "create", "mlops-local", "--type", "process", "--overwrite")
     out = _prefect(prefect_env, "--no-prompt", "deploy", "--all")
     assert "generate-data/generate-data" in out and "data-prep/data-prep" in out
-    processes.start("worker", [str(BIN / "prefect"), "worker", "start", "-p", "mlops-local"], env=prefect_env)
+    processes.start(
+        "worker", [str(BIN / "prefect"), "worker", "start", "-p", "mlops-local"], env=prefect_env
+    )
 
     raw = tmp_path / "raw"
     run = run_deployment(
@@ -33,5 +42,8 @@ def test_prefect_deploy_all_then_a_process_worker_runs_a_flow(prefect_env, api, 
         parameters={"params": {"rows": 2_000, "seed": 1, "out_uri": str(raw), "chunk_rows": 1_000}},
         timeout=240,
     )
-    assert run.state is not None and run.state.is_completed(), (run.state, processes.log("worker")[-3000:])
+    assert run.state is not None and run.state.is_completed(), (
+        run.state,
+        processes.log("worker")[-3000:],
+    )
     assert len(pd.read_parquet(raw / "transactions")) == 2_000

@@ -15,17 +15,34 @@ SCRIPT = ROOT / "tests" / "integration" / "horovod_smoke.py"
 def _horovodrun(np: int, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     return subprocess.run(
-        [str(BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}", "--gloo", *extra,
-         str(BIN / "python"), str(SCRIPT)],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT,
+        [
+            str(BIN / "horovodrun"),
+            "-np",
+            str(np),
+            "-H",
+            f"localhost:{np}",
+            "--gloo",
+            *extra,
+            str(BIN / "python"),
+            str(SCRIPT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=ROOT,
     )
 
 
 def test_build_has_pytorch_and_gloo() -> None:
-    done = subprocess.run([str(BIN / "horovodrun"), "--check-build"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(BIN / "horovodrun"), "--check-build"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert any("[X] PyTorch" in line for line in lines) and any("[X] Gloo" in line for line in lines)
+    assert any("[X] PyTorch" in line for line in lines) and any(
+        "[X] Gloo" in line for line in lines
+    )
 
 
 def test_two_process_gloo_training_step_agrees() -> None:

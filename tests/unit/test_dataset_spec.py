@@ -29,7 +29,7 @@ def test_registry_lists_the_demo_dataset() -> None:
 
 
 def test_unknown_dataset_names_the_registered_ones() -> None:
-    with pytest.raises(SpecError, match="unknown dataset 'nope'.*credit_risk"):
+    with pytest.raises(SpecError, match=r"unknown dataset 'nope'.*credit_risk"):
         get_dataset("nope")
 
 
@@ -53,7 +53,7 @@ def test_unknown_input_table_and_extra_field_fail(tmp_path: Path) -> None:
 
     with pytest.raises(SpecError, match="unknown table 'clients'"):
         load_spec(_write(tmp_path, mutate))
-    with pytest.raises(SpecError, match="tables.customers.colour"):
+    with pytest.raises(SpecError, match=r"tables\.customers\.colour"):
         load_spec(_write(tmp_path, lambda r: r["tables"]["customers"].update(colour="red")))
 
 

@@ -42,20 +42,34 @@ def test_label_is_learnable_from_observable_features(tmp_path: Path) -> None:
 def test_covariate_drift_shifts_only_after_the_date(tmp_path: Path) -> None:
     start = date(2026, 1, 1)
     generate_demo(str(tmp_path / "base"), rows=50_000, seed=4)
-    generate_demo(str(tmp_path / "drift"), rows=50_000, seed=4, drift_start=start, covariate_drift=("amount",))
-    base, drift = _read(tmp_path / "base", "transactions"), _read(tmp_path / "drift", "transactions")
+    generate_demo(
+        str(tmp_path / "drift"), rows=50_000, seed=4, drift_start=start, covariate_drift=("amount",)
+    )
+    base, drift = (
+        _read(tmp_path / "base", "transactions"),
+        _read(tmp_path / "drift", "transactions"),
+    )
     after = base["event_ts"] >= pd.Timestamp(start, tz="UTC")
     assert np.allclose(base.loc[~after, "amount"], drift.loc[~after, "amount"])
     assert drift.loc[after, "amount"].median() > 1.5 * base.loc[after, "amount"].median()
-    pd.testing.assert_frame_equal(_read(tmp_path / "base", "applications"), _read(tmp_path / "drift", "applications"))
+    pd.testing.assert_frame_equal(
+        _read(tmp_path / "base", "applications"), _read(tmp_path / "drift", "applications")
+    )
 
 
 def test_concept_drift_changes_the_label_relation_not_the_features(tmp_path: Path) -> None:
     start = date(2025, 10, 1)
     generate_demo(str(tmp_path / "base"), rows=200_000, seed=5)
-    generate_demo(str(tmp_path / "drift"), rows=200_000, seed=5, drift_start=start, concept_drift=True)
-    base, drift = _read(tmp_path / "base", "applications"), _read(tmp_path / "drift", "applications")
-    pd.testing.assert_frame_equal(base.drop(columns="defaulted_90d"), drift.drop(columns="defaulted_90d"))
+    generate_demo(
+        str(tmp_path / "drift"), rows=200_000, seed=5, drift_start=start, concept_drift=True
+    )
+    base, drift = (
+        _read(tmp_path / "base", "applications"),
+        _read(tmp_path / "drift", "applications"),
+    )
+    pd.testing.assert_frame_equal(
+        base.drop(columns="defaulted_90d"), drift.drop(columns="defaulted_90d")
+    )
     after = drift["application_ts"] >= pd.Timestamp(start, tz="UTC")
     assert (base.loc[~after, "defaulted_90d"] == drift.loc[~after, "defaulted_90d"]).all()
     # after the date, missed payments no longer raise the risk
@@ -65,7 +79,13 @@ def test_concept_drift_changes_the_label_relation_not_the_features(tmp_path: Pat
 
 
 def test_bad_options_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown column.*'colour'"):
-        generate_demo(str(tmp_path), rows=5_000, seed=0, drift_start=date(2026, 1, 1), covariate_drift=("colour",))
+    with pytest.raises(ValueError, match=r"unknown column.*'colour'"):
+        generate_demo(
+            str(tmp_path),
+            rows=5_000,
+            seed=0,
+            drift_start=date(2026, 1, 1),
+            covariate_drift=("colour",),
+        )
     with pytest.raises(ValueError, match="need a drift_start"):
         generate_demo(str(tmp_path), rows=5_000, seed=0, concept_drift=True)

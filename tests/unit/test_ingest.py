@@ -49,7 +49,9 @@ def test_reads_csv_and_parquet_columns(tmp_path: Path) -> None:
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     df.to_parquet(tmp_path / "t.parquet")
     df.to_csv(tmp_path / "t.csv", index=False)
-    assert read_file(str(tmp_path / "t.parquet"), "parquet", columns=["a"]).columns.tolist() == ["a"]
+    assert read_file(str(tmp_path / "t.parquet"), "parquet", columns=["a"]).columns.tolist() == [
+        "a"
+    ]
     pd.testing.assert_frame_equal(read_file(str(tmp_path / "t.csv"), "csv"), df)
     with pytest.raises(DataValidationError, match=r"t.csv: rule required_column"):
         read_file(str(tmp_path / "t.csv"), "csv", columns=["zz"])

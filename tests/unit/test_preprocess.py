@@ -38,10 +38,14 @@ def test_counts_add_up_and_quarantine_holds_the_rejects(credit_spec, tiny_raw, t
     labels = _features(tmp_path, "labels")
     assert labels.columns.tolist() == ["customer_id", "event_timestamp", "defaulted_90d"]
     assert len(labels) == report.tables["applications"].rows_out
-    assert report.features["transaction_windows"]["rows"].iloc[0] == len(_features(tmp_path, "transaction_windows"))
+    assert report.features["transaction_windows"]["rows"].iloc[0] == len(
+        _features(tmp_path, "transaction_windows")
+    )
 
 
-def test_input_not_partitioned_by_key_is_shuffled_to_the_same_result(credit_spec, tiny_raw, tmp_path) -> None:
+def test_input_not_partitioned_by_key_is_shuffled_to_the_same_result(
+    credit_spec, tiny_raw, tmp_path
+) -> None:
     mixed = tmp_path / "mixed"
     shutil.copytree(tiny_raw, mixed)
     tx = pd.read_parquet(tiny_raw / "transactions")
@@ -56,7 +60,8 @@ def test_input_not_partitioned_by_key_is_shuffled_to_the_same_result(credit_spec
     build_features(credit_spec, plan, str(tmp_path / "a"), NOW)
     build_features(credit_spec, plan_sources(credit_spec, str(tiny_raw)), str(tmp_path / "b"), NOW)
     pd.testing.assert_frame_equal(
-        _features(tmp_path / "a", "transaction_windows"), _features(tmp_path / "b", "transaction_windows")
+        _features(tmp_path / "a", "transaction_windows"),
+        _features(tmp_path / "b", "transaction_windows"),
     )
 
 
@@ -65,8 +70,12 @@ def test_duplicate_key_across_files_is_found(credit_spec, tiny_raw, tmp_path) ->
     shutil.copytree(tiny_raw, raw)
     customers = pd.read_parquet(raw / "customers" / "part-00000.parquet")
     extra = pd.read_parquet(raw / "customers" / "part-00001.parquet")
-    pd.concat([extra, customers.iloc[:1]]).to_parquet(raw / "customers" / "part-00001.parquet", index=False)
-    report = build_features(credit_spec, plan_sources(credit_spec, str(raw)), str(tmp_path / "out"), NOW)
+    pd.concat([extra, customers.iloc[:1]]).to_parquet(
+        raw / "customers" / "part-00001.parquet", index=False
+    )
+    report = build_features(
+        credit_spec, plan_sources(credit_spec, str(raw)), str(tmp_path / "out"), NOW
+    )
     assert report.tables["customers"].rejected == {"customer_id: duplicate_key": 2}
 
 
@@ -77,7 +86,9 @@ def test_null_rate_over_the_limit_fails_the_table(credit_spec, tiny_raw, tmp_pat
         frame = pd.read_parquet(path)
         frame.loc[frame.index[::5], "home_ownership"] = None  # 20% > max_null_rate 0.05
         frame.to_parquet(path, index=False)
-    with pytest.raises(DataValidationError, match=r"column 'home_ownership': rule max_null_rate\(0.05\)"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'home_ownership': rule max_null_rate\(0.05\)"
+    ):
         build_features(credit_spec, plan_sources(credit_spec, str(raw)), str(tmp_path / "out"), NOW)
 
 
@@ -90,10 +101,15 @@ def test_csv_source_with_mixed_utc_offsets(credit_spec, tiny_raw, tmp_path) -> N
         frame[table.timestamp] = ts.astype(str).where(frame.index % 2 == 0, shifted)
         (raw / table.path).mkdir(parents=True)
         frame.to_csv(raw / table.path / "part-0.csv", index=False)
-    spec = credit_spec.model_copy(update={"source": credit_spec.source.model_copy(update={"format": "csv"})})
+    spec = credit_spec.model_copy(
+        update={"source": credit_spec.source.model_copy(update={"format": "csv"})}
+    )
     build_features(spec, plan_sources(spec, str(raw)), str(tmp_path / "a"), NOW)
     build_features(credit_spec, plan_sources(credit_spec, str(tiny_raw)), str(tmp_path / "b"), NOW)
-    a, b = _features(tmp_path / "a", "customer_profile"), _features(tmp_path / "b", "customer_profile")
+    a, b = (
+        _features(tmp_path / "a", "customer_profile"),
+        _features(tmp_path / "b", "customer_profile"),
+    )
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
 
 
@@ -104,5 +120,22 @@ def test_wrong_dtype_in_one_file_fails_naming_it(credit_spec, tiny_raw, tmp_path
     frame = pd.read_parquet(path)
     frame["loan_amount"] = "a lot"
     frame.to_parquet(path, index=False)
-    with pytest.raises(DataValidationError, match=r"applications/part-00002.parquet: column 'loan_amount': rule dtype"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"applications/part-00002.parquet: column 'loan_amount': rule dtype",
+    ):
         build_features(credit_spec, plan_sources(credit_spec, str(raw)), str(tmp_path / "out"), NOW)
+
+
+def test_any_fsspec_uri_works_for_input_and_output(credit_spec, tiny_raw) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in tiny_raw.rglob("*.parquet"):
+        fs.pipe(f"/lake/{path.relative_to(tiny_raw)}", path.read_bytes())
+    plan = plan_sources(credit_spec, "memory://lake")
+    assert plan.files["customers"][0].startswith("memory://")
+    report = build_features(credit_spec, plan, "memory://out", NOW)
+    with fs.open("/out/features/labels/part-00000.parquet", "rb") as fh:
+        assert len(pd.read_parquet(fh)) > 0
+    assert report.tables["customers"].rows_out > 0

@@ -39,7 +39,9 @@ def test_param_models_are_strict() -> None:
         parse_params(["colour=red"], DataPrepParams)
     with pytest.raises(SystemExit, match="expects key=value"):
         parse_params(["rows"], GenerateDataParams)
-    params = parse_params(["rows=2000", "covariate_drift=[amount]", "drift_start=2026-01-01"], GenerateDataParams)
+    params = parse_params(
+        ["rows=2000", "covariate_drift=[amount]", "drift_start=2026-01-01"], GenerateDataParams
+    )
     assert params.rows == 2000 and params.covariate_drift == ["amount"]
 
 

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.unit
 
 def _transactions(seed: int = 3, n: int = 400) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    ts = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 200 * 86400, n), "s")
+    ts = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(
+        rng.integers(0, 200 * 86400, n), "s"
+    )
     return pd.DataFrame(
         {
             "txn_id": np.arange(n),
@@ -38,11 +40,17 @@ def test_windows_match_a_brute_force_count_and_never_see_the_future() -> None:
         cutoff = row.event_timestamp  # end of the active day
         mine = tx[tx.customer_id == row.customer_id]
         for days in (7, 30, 90):
-            window = mine[(mine.event_ts < cutoff) & (mine.event_ts >= cutoff - pd.Timedelta(days=days))]
+            window = mine[
+                (mine.event_ts < cutoff) & (mine.event_ts >= cutoff - pd.Timedelta(days=days))
+            ]
             assert getattr(row, f"txn_count_{days}d") == len(window)
             assert getattr(row, f"amount_sum_{days}d") == pytest.approx(window.amount.sum())
-        window30 = mine[(mine.event_ts < cutoff) & (mine.event_ts >= cutoff - pd.Timedelta(days=30))]
-        assert row.risky_share_30d == pytest.approx((window30.merchant_category == "gambling").mean())
+        window30 = mine[
+            (mine.event_ts < cutoff) & (mine.event_ts >= cutoff - pd.Timedelta(days=30))
+        ]
+        assert row.risky_share_30d == pytest.approx(
+            (window30.merchant_category == "gambling").mean()
+        )
         assert row.declined_rate_30d == pytest.approx(window30.declined.mean())
 
 
@@ -76,7 +84,9 @@ def test_ratios_use_the_applicant_income() -> None:
             "missed_payments_12m": [0, 2],
         }
     )
-    customers = pd.DataFrame({"customer_id": [2, 1], "annual_income": [50_000.0, 40_000.0], "age": [30, 40]})
+    customers = pd.DataFrame(
+        {"customer_id": [2, 1], "annual_income": [50_000.0, 40_000.0], "age": [30, 40]}
+    )
     out = application_features(apps, customers)
     assert out["loan_to_income"].tolist() == [0.25, 0.1]
     assert out["payment_to_income"].iloc[0] == pytest.approx((10_000 / 12) / (40_000 / 12))

@@ -82,17 +82,23 @@ def test_duplicate_keys_are_quarantined_all_copies() -> None:
 
 
 def test_missing_column_fails_naming_file_column_and_rule() -> None:
-    with pytest.raises(DataValidationError, match=r"orders/part-0.csv: column 'status': rule required_column"):
+    with pytest.raises(
+        DataValidationError, match=r"orders/part-0.csv: column 'status': rule required_column"
+    ):
         run(frame().drop(columns="status"))
 
 
 def test_wrong_dtype_fails_naming_column_and_values() -> None:
-    with pytest.raises(DataValidationError, match=r"column 'amount': rule dtype: expected float64, found 'abc'"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'amount': rule dtype: expected float64, found 'abc'"
+    ):
         run(frame(amount=[1.0, "abc", 2.0, 3.0]))
 
 
 def test_table_level_check_fails_the_run() -> None:
-    with pytest.raises(DataValidationError, match=r"column 'score': rule le\(max_value=1\) \(table-level\)"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'score': rule le\(max_value=1\) \(table-level\)"
+    ):
         run(frame(score=[0.1, 7.0, 0.2, None]))
 
 
