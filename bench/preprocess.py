@@ -128,8 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--repeats", type=int, default=3, help="0: skip the comparison")
-    parser.add_argument("--big-rows", type=int, default=32_000_000)
-    parser.add_argument("--worker-memory", default="500MiB")
+    parser.add_argument("--big-rows", type=int, default=36_000_000)
+    parser.add_argument("--worker-memory", default="600MiB")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     args = parser.parse_args()
     spec = get_dataset("credit_risk")
@@ -157,7 +157,7 @@ def main() -> None:
         big = work / "big"
         if not big.exists():
             generate_demo(
-                str(big), rows=args.big_rows, seed=1, chunk_rows=250_000, dirty_rate=0.001
+                str(big), rows=args.big_rows, seed=1, chunk_rows=100_000, dirty_rate=0.001
             )
         small = embedded.model_copy(update={"memory_limit": args.worker_memory})
         with local_cluster(**small.local_kwargs()) as cluster, Client(cluster) as client:

@@ -38,6 +38,10 @@ def prep_markdown(dataset: str, report: PrepReport, output_uri: str) -> str:
         f"(quarantined with their reasons), feature tables written to `{output_uri}`.",
         "",
     ]
+    for key, aligned in report.copartitioned.items():
+        how = "already partitioned by key: no shuffle" if aligned else "shuffled by key"
+        lines.append(f"- `{key}`: {how}")
+    lines.append("")
     for name, stats in report.features.items():
         lines += [f"## {name}", "", stats.to_markdown(index=False, floatfmt=".4g"), ""]
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 Everything runs as one Dask graph, partition by partition, so the data never has to fit in
 memory. Inputs of a `partition_by` transform that are already partitioned by that key (the
-key ranges of the files do not overlap) skip the shuffle.
+key ranges of the files do not overlap) skip the shuffle, and its other inputs are joined by
+key range instead of being broadcast whole.
 """
 
 from __future__ import annotations
@@ -61,12 +62,21 @@ class PrepReport:
         return sum(sum(t.rejected.values()) for t in self.tables.values())
 
 
+Range = tuple[Any, Any] | None
+
+
 @dataclass
 class SourcePlan:
-    """Files per table and what a key-only scan of them found."""
+    """Files per table and what a key-only scan of them found.
+
+    `key_ranges["table.column"]` holds each file's (min, max) of a `partition_by` column, or
+    None where unknown; `copartitioned` says whether a transform's first input is already
+    partitioned by its key (file ranges never overlap).
+    """
 
     files: dict[str, list[str]]
     duplicate_keys: dict[str, pd.DataFrame]
+    key_ranges: dict[str, list[Range]]
     copartitioned: dict[str, bool]
 
 
@@ -75,7 +85,10 @@ def plan_sources(spec: DatasetSpec, source_uri: str) -> SourcePlan:
     fmt = spec.source.format
     files = {name: list_files(join_uri(source_uri, t.path), fmt) for name, t in spec.tables.items()}
     partition_cols = {
-        (ft.inputs[0], ft.partition_by) for ft in spec.feature_tables.values() if ft.partition_by
+        (t, ft.partition_by)
+        for ft in spec.feature_tables.values()
+        if ft.partition_by
+        for t in ft.inputs
     }
     scans: dict[str, list[Delayed]] = {}
     for name, table in spec.tables.items():
@@ -90,11 +103,17 @@ def plan_sources(spec: DatasetSpec, source_uri: str) -> SourcePlan:
         else:
             dups = _global_duplicates(files[name], fmt, table.primary_key)
         duplicates[name] = dups
-    copartitioned = {
-        f"{t}.{col}": _disjoint([s["ranges"] for s in computed[t]], [col])
-        for t, col in partition_cols
+    key_ranges = {
+        f"{t}.{col}": [s["ranges"][col] for s in computed[t]] for t, col in partition_cols
     }
-    return SourcePlan(files=files, duplicate_keys=duplicates, copartitioned=copartitioned)
+    copartitioned = {
+        f"{ft.inputs[0]}.{ft.partition_by}": _disjoint(
+            [s["ranges"] for s in computed[ft.inputs[0]]], [ft.partition_by]
+        )
+        for ft in spec.feature_tables.values()
+        if ft.partition_by
+    }
+    return SourcePlan(files, duplicates, key_ranges, copartitioned)
 
 
 def _scan_keys(uri: str, fmt: str, key: list[str], ranged: list[str]) -> dict[str, Any]:
@@ -155,7 +174,7 @@ def build_features(
         )
     summaries: dict[str, Any] = {}
     for name in spec.feature_tables:
-        frame = _transform(spec, name, clean, plan.copartitioned)
+        frame = _transform(spec, name, clean, plan)
         writes.append(_write_table(frame, join_uri(staging_uri, "features", name)))
         summaries[name] = frame.map_partitions(partition_stats, meta=_STATS_META)
     labels = _labels(spec, clean[spec.label.table])
@@ -222,20 +241,67 @@ def check_null_rates(spec: DatasetSpec, report: PrepReport) -> None:
 
 
 def _transform(
-    spec: DatasetSpec, name: str, clean: dict[str, dd.DataFrame], copartitioned: dict[str, bool]
+    spec: DatasetSpec, name: str, clean: dict[str, dd.DataFrame], plan: SourcePlan
 ) -> dd.DataFrame:
+    """Apply a feature table's transform partition by partition.
+
+    Without `partition_by` the other inputs are broadcast whole. With it, the first input is
+    shuffled by the key unless already partitioned by it; then each partition receives only
+    the rows of the other inputs inside its key range (a partition-aligned join), or, where a
+    file's range is unknown, the whole input.
+    """
     ft = spec.feature_tables[name]
     fn: Callable[..., pd.DataFrame] = spec.transform_fn(name)
-    main = clean[ft.inputs[0]]
-    if ft.partition_by and not copartitioned[f"{ft.inputs[0]}.{ft.partition_by}"]:
-        main = main.shuffle(on=ft.partition_by)
-    others = [clean[t].repartition(npartitions=1) for t in ft.inputs[1:]]
     meta = fn(*(empty_frame(spec.tables[t]) for t in ft.inputs))
     required = [*spec.entity.join_keys, spec.timestamp_field]
     missing = [c for c in required if c not in meta.columns]
     if missing:
         raise ValueError(f"feature_tables.{name}.transform {ft.transform}: output lacks {missing}")
-    return main.map_partitions(fn, *others, meta=meta, align_dataframes=False)
+    main = clean[ft.inputs[0]]
+    key = ft.partition_by
+    if key is None or not plan.copartitioned[f"{ft.inputs[0]}.{key}"]:
+        if key is not None:
+            main = main.shuffle(on=key)
+        others = [clean[t].repartition(npartitions=1) for t in ft.inputs[1:]]
+        return main.map_partitions(fn, *others, meta=meta, align_dataframes=False)
+
+    main_ranges = plan.key_ranges[f"{ft.inputs[0]}.{key}"]
+    aligned: list[list[Any]] = []
+    for table in ft.inputs[1:]:
+        ranges = plan.key_ranges[f"{table}.{key}"]
+        parts = clean[table].to_delayed(optimize_graph=False)
+        if any(r is None for r in ranges):
+            whole = delayed(pd.concat)(parts, ignore_index=True)
+            aligned.append([whole] * len(main_ranges))
+            continue
+        aligned.append(
+            [
+                delayed(_in_range)(
+                    key,
+                    span,
+                    *[p for p, r in zip(parts, ranges, strict=True) if _overlaps(r, span)],
+                )
+                for span in main_ranges
+            ]
+        )
+    outputs = [
+        delayed(fn)(part, *(column[i] for column in aligned))
+        for i, part in enumerate(main.to_delayed(optimize_graph=False))
+    ]
+    return dd.from_delayed(outputs, meta=meta, verify_meta=False)
+
+
+def _overlaps(a: Range, b: Range) -> bool:
+    return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
+
+
+def _in_range(key: str, span: Range, *frames: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `frames` whose `key` lies in `span` (all rows' keys of one main partition)."""
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    assert span is not None
+    return frame[frame[key].between(span[0], span[1])].reset_index(drop=True)
 
 
 def _labels(spec: DatasetSpec, frame: dd.DataFrame) -> dd.DataFrame:

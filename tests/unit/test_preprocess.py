@@ -27,7 +27,10 @@ def _features(root: Path, table: str) -> pd.DataFrame:
 
 def test_counts_add_up_and_quarantine_holds_the_rejects(credit_spec, tiny_raw, tmp_path) -> None:
     plan = plan_sources(credit_spec, str(tiny_raw))
-    assert plan.copartitioned == {"transactions.customer_id": True}
+    assert plan.copartitioned == {
+        "transactions.customer_id": True,
+        "applications.customer_id": True,
+    }
     report = build_features(credit_spec, plan, str(tmp_path), NOW)
     tx = report.tables["transactions"]
     assert tx.rows_in == len(pd.read_parquet(tiny_raw / "transactions"))
@@ -46,23 +49,29 @@ def test_counts_add_up_and_quarantine_holds_the_rejects(credit_spec, tiny_raw, t
 def test_input_not_partitioned_by_key_is_shuffled_to_the_same_result(
     credit_spec, tiny_raw, tmp_path
 ) -> None:
+    """Files mixing customers take the shuffle / broadcast path; results must not change."""
     mixed = tmp_path / "mixed"
     shutil.copytree(tiny_raw, mixed)
-    tx = pd.read_parquet(tiny_raw / "transactions")
-    shutil.rmtree(mixed / "transactions")
-    (mixed / "transactions").mkdir()
-    shuffled = tx.sample(frac=1.0, random_state=0)
-    for i, part in enumerate([shuffled.iloc[: len(tx) // 2], shuffled.iloc[len(tx) // 2 :]]):
-        part.to_parquet(mixed / "transactions" / f"part-{i}.parquet", index=False)
+    for table in ("transactions", "applications", "customers"):
+        frame = pd.read_parquet(tiny_raw / table).sample(frac=1.0, random_state=0)
+        shutil.rmtree(mixed / table)
+        (mixed / table).mkdir()
+        for i, part in enumerate([frame.iloc[: len(frame) // 2], frame.iloc[len(frame) // 2 :]]):
+            part.to_parquet(mixed / table / f"part-{i}.parquet", index=False)
 
     plan = plan_sources(credit_spec, str(mixed))
-    assert plan.copartitioned == {"transactions.customer_id": False}
+    assert plan.copartitioned == {
+        "transactions.customer_id": False,
+        "applications.customer_id": False,
+    }
     build_features(credit_spec, plan, str(tmp_path / "a"), NOW)
-    build_features(credit_spec, plan_sources(credit_spec, str(tiny_raw)), str(tmp_path / "b"), NOW)
-    pd.testing.assert_frame_equal(
-        _features(tmp_path / "a", "transaction_windows"),
-        _features(tmp_path / "b", "transaction_windows"),
-    )
+    aligned = plan_sources(credit_spec, str(tiny_raw))
+    assert all(aligned.copartitioned.values())
+    build_features(credit_spec, aligned, str(tmp_path / "b"), NOW)
+    for table in credit_spec.feature_tables:
+        pd.testing.assert_frame_equal(
+            _features(tmp_path / "a", table), _features(tmp_path / "b", table)
+        )
 
 
 def test_duplicate_key_across_files_is_found(credit_spec, tiny_raw, tmp_path) -> None:
