@@ -46,7 +46,8 @@ def data_prep(params: DataPrepParams = DataPrepParams()) -> DataPrepResult:  # n
     cluster = load_or_default(DaskCluster, params.dask_cluster_block, DaskCluster())
     if params.dask_address:
         cluster = DaskCluster(address=params.dask_address)
-    return _prepare_on_dask.with_options(task_runner=cluster.task_runner())(params)
+    runner = cluster.task_runner()
+    return _prepare_on_dask.with_options(task_runner=runner)(params)  # type: ignore[arg-type]
 
 
 @flow(name="data-prep-on-dask")

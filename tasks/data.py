@@ -39,4 +39,4 @@ def generate_data(
     )
 
 
-generate_data_task = task(generate_data, name="generate-data")
+generate_data_task = task(name="generate-data")(generate_data)
