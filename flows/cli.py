@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -192,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    # Dask's scheduler and workers log every connection at INFO; keep the console readable.
+    # Dask's scheduler (in this process) and workers (inheriting the environment) log every
+    # connection at INFO; keep the console readable.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     args.func(args)
 
