@@ -28,7 +28,7 @@ from distributed import Client
 
 from blocks.dask_cluster import DaskCluster, local_cluster
 from features.credit_risk.generator import generate_demo
-from tasks.dataset_spec import DatasetSpec
+from tasks.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.datasets import get_dataset
 from tasks.ingest import join_uri
 from tasks.preprocess import (
@@ -140,7 +140,10 @@ def main() -> None:
     if args.repeats:
         raw = work / "raw"
         if not raw.exists():
-            generate_demo(str(raw), rows=args.rows, seed=0, chunk_rows=500_000, dirty_rate=0.001)
+            generate_demo(
+                str(raw),
+                GenerateOptions(rows=args.rows, seed=0, chunk_rows=500_000, dirty_rate=0.001),
+            )
         with local_cluster(**embedded.local_kwargs()) as cluster, Client(cluster):
             dask_s, rows = timed(dask_path, spec, raw, work, args.repeats)
         pandas_s, pandas_rows = timed(pandas_path, spec, raw, work, args.repeats)
@@ -157,7 +160,8 @@ def main() -> None:
         big = work / "big"
         if not big.exists():
             generate_demo(
-                str(big), rows=args.big_rows, seed=1, chunk_rows=100_000, dirty_rate=0.001
+                str(big),
+                GenerateOptions(rows=args.big_rows, seed=1, chunk_rows=100_000, dirty_rate=0.001),
             )
         small = embedded.model_copy(update={"memory_limit": args.worker_memory})
         with local_cluster(**small.local_kwargs()) as cluster, Client(cluster) as client:

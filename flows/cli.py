@@ -27,7 +27,9 @@ def parse_params(pairs: Sequence[str], model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
+        )
         raise SystemExit(f"invalid parameters for {model.__name__}: {problems}") from exc
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,26 @@ class LabelSpec(_Strict):
     table: str
     column: str
     positive: int | str | bool = 1
+
+
+class GenerateOptions(_Strict):
+    """What every dataset generator takes: size, seed, defects and drift."""
+
+    rows: int = Field(
+        default=100_000, ge=1_000, le=20_000_000, description="Rows of the main table."
+    )
+    seed: int = Field(default=0, ge=0)
+    chunk_rows: int = Field(default=1_000_000, ge=1_000, le=5_000_000, description="Rows per file.")
+    dirty_rate: float = Field(default=0.0, ge=0.0, le=0.2, description="Share of defective rows.")
+    drift_start: date | None = Field(default=None, description="Drift applies from this date on.")
+    covariate_drift: tuple[str, ...] = Field(default=(), description="Columns to shift.")
+    concept_drift: bool = Field(default=False, description="Change the label's relation too.")
+
+    @model_validator(mode="after")
+    def _drift_needs_a_date(self) -> GenerateOptions:
+        if self.drift_start is None and (self.covariate_drift or self.concept_drift):
+            raise ValueError("covariate_drift and concept_drift need a drift_start date")
+        return self
 
 
 class DatasetSpec(_Strict):

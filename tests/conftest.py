@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features.credit_risk.generator import generate_demo
-from tasks.dataset_spec import DatasetSpec
+from tasks.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.datasets import get_dataset
 
 NOW = pd.Timestamp("2026-11-29", tz="UTC")
@@ -21,5 +21,5 @@ def credit_spec() -> DatasetSpec:
 def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5k transactions in 5 files per table, with 1% defective rows; read-only for tests."""
     root = tmp_path_factory.mktemp("raw") / "credit_risk"
-    generate_demo(str(root), rows=5_000, seed=7, chunk_rows=1_000, dirty_rate=0.01)
+    generate_demo(str(root), GenerateOptions(rows=5_000, seed=7, chunk_rows=1_000, dirty_rate=0.01))
     return root

@@ -16,6 +16,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from tasks.dataset_spec import GenerateOptions
+
 REGIONS = ["north", "south", "east", "west", "central"]
 HOME = ["rent", "own", "mortgage"]
 MERCHANTS = [
@@ -231,24 +233,16 @@ def _dirty(
     return pd.concat([frame, repeats], ignore_index=True)
 
 
-def generate_demo(
-    out_uri: str,
-    *,
-    rows: int,
-    seed: int,
-    chunk_rows: int = 1_000_000,
-    dirty_rate: float = 0.0,
-    drift_start: date | None = None,
-    covariate_drift: tuple[str, ...] = (),
-    concept_drift: bool = False,
-) -> dict[str, int]:
-    """The dataset spec's generator entry point (keyword options shared by all datasets)."""
+def generate_demo(out_uri: str, options: GenerateOptions) -> dict[str, int]:
+    """The dataset spec's generator entry point."""
     drift = None
-    if drift_start is not None:
-        drift = Drift(start=drift_start, covariate=tuple(covariate_drift), concept=concept_drift)
-    elif covariate_drift or concept_drift:
-        raise ValueError("covariate_drift and concept_drift need a drift_start date")
+    if options.drift_start is not None:
+        drift = Drift(options.drift_start, options.covariate_drift, options.concept_drift)
     config = GeneratorConfig(
-        rows=rows, seed=seed, chunk_rows=chunk_rows, dirty_rate=dirty_rate, drift=drift
+        rows=options.rows,
+        seed=options.seed,
+        chunk_rows=options.chunk_rows,
+        dirty_rate=options.dirty_rate,
+        drift=drift,
     )
     return generate(out_uri, config)

@@ -8,6 +8,7 @@ from distributed import Client
 
 from features.credit_risk.generator import generate_demo
 from flows.data_prep import DataPrepParams, data_prep
+from tasks.dataset_spec import GenerateOptions
 from tests.integration.conftest import BIN, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,9 @@ def test_data_prep_on_a_multi_process_dask_cluster(processes, api, tmp_path: Pat
         wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 60, "two Dask workers")
 
         raw = tmp_path / "raw"
-        generate_demo(str(raw), rows=8_000, seed=11, chunk_rows=2_000, dirty_rate=0.01)
+        generate_demo(
+            str(raw), GenerateOptions(rows=8_000, seed=11, chunk_rows=2_000, dirty_rate=0.01)
+        )
         result = data_prep(
             DataPrepParams(
                 source_uri=str(raw), output_uri=str(tmp_path / "out"), dask_address=address

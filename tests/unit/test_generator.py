@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from features.credit_risk.generator import generate_demo
+from tasks.dataset_spec import GenerateOptions
 
 pytestmark = pytest.mark.unit
 
@@ -17,9 +18,9 @@ def _read(root: Path, table: str) -> pd.DataFrame:
 
 
 def test_deterministic_by_seed_and_sized(tmp_path: Path) -> None:
-    a = generate_demo(str(tmp_path / "a"), rows=20_000, seed=1, chunk_rows=5_000)
-    generate_demo(str(tmp_path / "b"), rows=20_000, seed=1, chunk_rows=5_000)
-    generate_demo(str(tmp_path / "c"), rows=20_000, seed=2, chunk_rows=5_000)
+    a = generate_demo(str(tmp_path / "a"), GenerateOptions(rows=20_000, seed=1, chunk_rows=5_000))
+    generate_demo(str(tmp_path / "b"), GenerateOptions(rows=20_000, seed=1, chunk_rows=5_000))
+    generate_demo(str(tmp_path / "c"), GenerateOptions(rows=20_000, seed=2, chunk_rows=5_000))
     assert a["transactions"] == 20_000 and a["customers"] == 500
     assert len(list((tmp_path / "a" / "transactions").glob("*.parquet"))) == 4
     for table in ("customers", "transactions", "applications"):
@@ -28,7 +29,7 @@ def test_deterministic_by_seed_and_sized(tmp_path: Path) -> None:
 
 
 def test_label_is_learnable_from_observable_features(tmp_path: Path) -> None:
-    generate_demo(str(tmp_path), rows=200_000, seed=3)
+    generate_demo(str(tmp_path), GenerateOptions(rows=200_000, seed=3))
     apps = _read(tmp_path, "applications").merge(_read(tmp_path, "customers"), on="customer_id")
     rate = apps["defaulted_90d"].mean()
     assert 0.03 < rate < 0.25
@@ -41,9 +42,10 @@ def test_label_is_learnable_from_observable_features(tmp_path: Path) -> None:
 
 def test_covariate_drift_shifts_only_after_the_date(tmp_path: Path) -> None:
     start = date(2026, 1, 1)
-    generate_demo(str(tmp_path / "base"), rows=50_000, seed=4)
+    generate_demo(str(tmp_path / "base"), GenerateOptions(rows=50_000, seed=4))
     generate_demo(
-        str(tmp_path / "drift"), rows=50_000, seed=4, drift_start=start, covariate_drift=("amount",)
+        str(tmp_path / "drift"),
+        GenerateOptions(rows=50_000, seed=4, drift_start=start, covariate_drift=("amount",)),
     )
     base, drift = (
         _read(tmp_path / "base", "transactions"),
@@ -59,9 +61,10 @@ def test_covariate_drift_shifts_only_after_the_date(tmp_path: Path) -> None:
 
 def test_concept_drift_changes_the_label_relation_not_the_features(tmp_path: Path) -> None:
     start = date(2025, 10, 1)
-    generate_demo(str(tmp_path / "base"), rows=200_000, seed=5)
+    generate_demo(str(tmp_path / "base"), GenerateOptions(rows=200_000, seed=5))
     generate_demo(
-        str(tmp_path / "drift"), rows=200_000, seed=5, drift_start=start, concept_drift=True
+        str(tmp_path / "drift"),
+        GenerateOptions(rows=200_000, seed=5, drift_start=start, concept_drift=True),
     )
     base, drift = (
         _read(tmp_path / "base", "applications"),
@@ -82,10 +85,9 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown column.*'colour'"):
         generate_demo(
             str(tmp_path),
-            rows=5_000,
-            seed=0,
-            drift_start=date(2026, 1, 1),
-            covariate_drift=("colour",),
+            GenerateOptions(
+                rows=5_000, seed=0, drift_start=date(2026, 1, 1), covariate_drift=("colour",)
+            ),
         )
     with pytest.raises(ValueError, match="need a drift_start"):
-        generate_demo(str(tmp_path), rows=5_000, seed=0, concept_drift=True)
+        generate_demo(str(tmp_path), GenerateOptions(rows=5_000, seed=0, concept_drift=True))

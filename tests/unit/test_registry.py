@@ -42,7 +42,7 @@ def test_param_models_are_strict() -> None:
     params = parse_params(
         ["rows=2000", "covariate_drift=[amount]", "drift_start=2026-01-01"], GenerateDataParams
     )
-    assert params.rows == 2000 and params.covariate_drift == ["amount"]
+    assert params.rows == 2000 and params.covariate_drift == ("amount",)
 
 
 def test_cli_lists_flows_with_their_parameters(capsys) -> None:
