@@ -6,8 +6,12 @@ SERVING := .venv-serving
 PLATFORM_OK := $(VENV)/.platform-ok
 SERVING_OK := $(SERVING)/.serving-ok
 
-.PHONY: setup demo test stop lint bench
-setup: $(PLATFORM_OK) $(SERVING_OK)
+.PHONY: setup system demo test stop lint bench
+setup: system $(PLATFORM_OK) $(SERVING_OK)
+
+# Debian's redis-server backs the Redis online-store test (Feast's scale-out online store).
+system:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
 $(PLATFORM_OK): requirements.lock pyproject.toml .ci/build_horovod.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -37,3 +41,4 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python -m bench.preprocess
+	$(VENV)/bin/python -m bench.features

@@ -11,10 +11,11 @@ from prefect.blocks.core import Block
 
 from blocks.dask_cluster import DaskCluster
 from blocks.data_source import DataSource
+from blocks.feature_repo import FeatureRepo
 
 B = TypeVar("B", bound=Block)
 
-__all__ = ["DaskCluster", "DataSource", "load_or_default"]
+__all__ = ["DaskCluster", "DataSource", "FeatureRepo", "load_or_default"]
 
 
 def load_or_default(cls: type[B], name: str | None, default: B) -> B:

@@ -81,7 +81,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The main job on embedded defaults: local server, demo data (once), data_prep."""
+    """The main job on embedded defaults: local server, demo data (once), data_prep + Feast."""
+    from datetime import date, timedelta
     from pathlib import Path
 
     from flows import FLOWS
@@ -94,7 +95,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     def job() -> Any:
         if args.regenerate or not Path(source).exists():
-            gen = GenerateDataParams(rows=args.rows, seed=0, dirty_rate=0.001)
+            end = date.today() - timedelta(days=1)  # fresh data: online features are in TTL
+            gen = GenerateDataParams(
+                rows=args.rows, seed=0, dirty_rate=0.001, start=end - timedelta(days=540), end=end
+            )
             print("generated:", FLOWS["generate-data"].flow(gen))
         return FLOWS["data-prep"].flow(DataPrepParams())
 
@@ -102,6 +106,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(json.dumps(_jsonable(result), indent=2, default=str))
     if server is not None:
         print(f"\nPrefect UI: {server.ui_url}  (flow runs, artifacts)   stop it: make stop")
+
+
+def cmd_feast(args: argparse.Namespace) -> None:
+    from tasks.feature_store import FeatureStoreError, run_feast_cli
+
+    try:
+        print(run_feast_cli(args.repo, args.action, args.data_root))
+    except FeatureStoreError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def cmd_server(args: argparse.Namespace) -> None:
@@ -187,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--regenerate", action="store_true")
     demo.add_argument("--no-server", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    feast = sub.add_parser("features", help="feast plan / apply on the feature repository")
+    feast.add_argument("action", choices=["plan", "apply"])
+    feast.add_argument("--repo", default="features")
+    feast.add_argument("--data-root", dest="data_root", default=None)
+    feast.set_defaults(func=cmd_feast)
 
     server = sub.add_parser("server", help="the local Prefect server")
     server.add_argument("action", choices=["start", "stop", "status"])

@@ -8,9 +8,10 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from blocks import DaskCluster, DataSource, load_or_default
-from tasks.artifacts import report_data_prep
+from blocks import DaskCluster, DataSource, FeatureRepo, load_or_default
+from tasks.artifacts import report_data_prep, report_skew
 from tasks.datasets import DEFAULT_DATASET, get_dataset
+from tasks.feature_store import sync_feature_store_task
 from tasks.preprocess import build_features_task, plan_sources_task
 from tasks.storage import discard, publish, staging_uri
 
@@ -30,6 +31,12 @@ class DataPrepParams(BaseModel):
     dask_address: str | None = Field(
         default=None, description="tcp://host:port of a running scheduler; overrides the block."
     )
+    feature_repo_block: str | None = Field(default=None, description="A saved FeatureRepo block.")
+    materialize: bool = Field(default=True, description="Apply + materialize into Feast.")
+    max_skew_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Online/offline mismatch allowed per feature."
+    )
+    skew_sample: int = Field(default=200, ge=1, le=100_000, description="Entities checked.")
 
 
 class DataPrepResult(BaseModel):
@@ -77,6 +84,17 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         discard(staging)
         raise
     report_data_prep(spec.name, report, output_uri)
+    if params.materialize:
+        repo = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo())
+        skew = sync_feature_store_task(
+            spec,
+            repo.settings(),
+            f"{output_uri}/features",
+            started,
+            params.max_skew_rate,
+            params.skew_sample,
+        )
+        report_skew(spec.name, skew)
     logger.info(
         "data_prep %s: %s rows in, %s rejected; features under %s/features",
         spec.name,

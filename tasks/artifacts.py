@@ -7,6 +7,7 @@ import re
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tasks.feature_store import SkewReport
 from tasks.preprocess import PrepReport
 
 
@@ -57,4 +58,26 @@ def report_data_prep(dataset: str, report: PrepReport, output_uri: str) -> None:
         markdown=prep_markdown(dataset, report, output_uri),
         key=f"{key}-features",
         description=f"Per-feature summary: {dataset}",
+    )
+
+
+def skew_rows(reports: dict[str, SkewReport]) -> list[dict[str, object]]:
+    return [
+        {
+            "feature_service": service,
+            "feature": feature,
+            "entities": r.entities,
+            "mismatch_rate": rate,
+        }
+        for service, r in reports.items()
+        for feature, rate in sorted(r.mismatch_rate.items())
+    ]
+
+
+@task(name="report-skew")
+def report_skew(dataset: str, reports: dict[str, SkewReport]) -> None:
+    create_table_artifact(
+        table=skew_rows(reports),
+        key=artifact_key("feature-skew", dataset),
+        description=f"Online vs offline features as of now, per feature: {dataset}",
     )

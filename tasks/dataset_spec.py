@@ -90,6 +90,7 @@ class FeatureTableSpec(_Strict):
     transform: str = Field(pattern=r"^[\w.]+:\w+$")
     inputs: list[str] = Field(min_length=1)
     partition_by: str | None = None
+    ttl_days: int = Field(default=365, ge=1, le=3650, description="How long a row stays valid.")
     description: str = ""
 
 
@@ -116,6 +117,8 @@ class GenerateOptions(_Strict):
         default=100_000, ge=1_000, le=20_000_000, description="Rows of the main table."
     )
     seed: int = Field(default=0, ge=0)
+    start: date = Field(default=date(2025, 1, 1), description="First day of the data.")
+    end: date = Field(default=date(2026, 6, 30), description="Last day of the data.")
     chunk_rows: int = Field(default=1_000_000, ge=1_000, le=5_000_000, description="Rows per file.")
     dirty_rate: float = Field(default=0.0, ge=0.0, le=0.2, description="Share of defective rows.")
     drift_start: date | None = Field(default=None, description="Drift applies from this date on.")
@@ -124,6 +127,8 @@ class GenerateOptions(_Strict):
 
     @model_validator(mode="after")
     def _drift_needs_a_date(self) -> GenerateOptions:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
         if self.drift_start is None and (self.covariate_drift or self.concept_drift):
             raise ValueError("covariate_drift and concept_drift need a drift_start date")
         return self
@@ -138,6 +143,9 @@ class DatasetSpec(_Strict):
     label: LabelSpec
     tables: dict[str, TableSpec] = Field(min_length=1)
     feature_tables: dict[str, FeatureTableSpec] = Field(min_length=1)
+    feature_services: dict[str, list[str]] = Field(
+        default_factory=dict, description="One per model: service name -> its feature tables."
+    )
     generator: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
 
     @model_validator(mode="after")
@@ -162,6 +170,10 @@ class DatasetSpec(_Strict):
                     f"feature_tables.{name}.partition_by: '{ft.partition_by}' is not a column "
                     f"of '{ft.inputs[0]}'"
                 )
+        for service, tables in self.feature_services.items():
+            unknown = [t for t in tables if t not in self.feature_tables]
+            if unknown:
+                raise ValueError(f"feature_services.{service}: unknown feature tables {unknown}")
         return self
 
     def transform_fn(self, feature_table: str) -> Callable[..., Any]:

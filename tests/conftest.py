@@ -23,3 +23,16 @@ def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("raw") / "credit_risk"
     generate_demo(str(root), GenerateOptions(rows=5_000, seed=7, chunk_rows=1_000, dirty_rate=0.01))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_features(tiny_raw: Path, credit_spec: DatasetSpec, tmp_path_factory) -> Path:
+    """data_prep's output for `tiny_raw` (features/ and quarantine/), built once."""
+    import dask
+
+    from tasks.preprocess import build_features, plan_sources
+
+    out = tmp_path_factory.mktemp("prepared")
+    with dask.config.set(scheduler="sync"):
+        build_features(credit_spec, plan_sources(credit_spec, str(tiny_raw)), str(out), NOW)
+    return out / "features"

@@ -241,6 +241,8 @@ def generate_demo(out_uri: str, options: GenerateOptions) -> dict[str, int]:
     config = GeneratorConfig(
         rows=options.rows,
         seed=options.seed,
+        start=options.start,
+        end=options.end,
         chunk_rows=options.chunk_rows,
         dirty_rate=options.dirty_rate,
         drift=drift,

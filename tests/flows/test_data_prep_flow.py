@@ -41,7 +41,12 @@ async def _artifacts(key: str):
 def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = data_prep(
-        DataPrepParams(source_uri=str(raw), output_uri=str(out), dask_cluster_block="threads")
+        DataPrepParams(
+            source_uri=str(raw),
+            output_uri=str(out),
+            dask_cluster_block="threads",
+            feature_repo_block="tmp-feast",
+        )
     )
     assert result.rows_rejected > 0
     assert set(result.rows_out) == {
@@ -62,12 +67,29 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
     assert table.type == "table" and "rows_rejected" in str(table.data)
     (markdown,) = asyncio.run(_artifacts("data-prep-credit-risk-features"))
     assert "transaction_windows" in markdown.data and "amount_sum_30d" in markdown.data
+    (skew,) = asyncio.run(_artifacts("feature-skew-credit-risk"))
+    assert "credit_risk_default_v1" in str(skew.data) and "mismatch_rate" in str(skew.data)
+
+    # data_prep ended by materializing: the online store answers for a customer
+    from blocks import FeatureRepo
+    from tasks.datasets import get_dataset
+    from tasks.feature_store import online_features, open_store
+
+    spec = get_dataset("credit_risk")
+    store = open_store(FeatureRepo.load("tmp-feast").settings())
+    online = online_features(store, spec, "credit_risk_default_v1", [{"customer_id": 1}])
+    assert online["annual_income"].notna().all()
 
 
 def test_failed_run_leaves_previous_tables_intact(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     data_prep(
-        DataPrepParams(source_uri=str(raw), output_uri=str(out), dask_cluster_block="threads")
+        DataPrepParams(
+            source_uri=str(raw),
+            output_uri=str(out),
+            dask_cluster_block="threads",
+            feature_repo_block="tmp-feast",
+        )
     )
     before = _tree(out / "features")
 

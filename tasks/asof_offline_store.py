@@ -1,0 +1,133 @@
+"""A Feast offline store for Parquet files whose point-in-time join is `pandas.merge_asof`.
+
+Feast's file (dask) store left-joins every entity row with every source row of its key, then
+filters by TTL: the intermediate grows with rows-per-key, and an entity row whose key has rows
+but none inside the TTL is dropped from the result instead of getting nulls. This store keeps
+everything else of the file store (sources, materialization, retrieval jobs) and replaces the
+join: per feature view, the latest row at or before each entity timestamp within the TTL, every
+entity row kept, in the entity frame's order. Configure with
+`offline_store: {type: tasks.asof_offline_store.AsOfFileOfflineStore}`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from feast.feature_view import FeatureView
+from feast.infra.offline_stores.dask import (
+    DaskOfflineStore,
+    DaskOfflineStoreConfig,
+    DaskRetrievalJob,
+)
+from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.repo_config import RepoConfig
+from feast.utils import _get_requested_feature_views_to_features_dict
+
+ENTITY_TS = "event_timestamp"
+_ROW = "__entity_row"
+_FEATURE_TS = "__feature_ts"
+
+
+STORE_TYPE = "tasks.asof_offline_store.AsOfFileOfflineStore"
+
+
+class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
+    type: Literal["tasks.asof_offline_store.AsOfFileOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
+
+
+class AsOfFileOfflineStore(DaskOfflineStore):
+    @staticmethod
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: list[FeatureView],
+        feature_refs: list[str],
+        entity_df: pd.DataFrame | str,
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+    ) -> RetrievalJob:
+        if not isinstance(entity_df, pd.DataFrame):
+            raise ValueError("entity_df must be a pandas DataFrame")
+        if ENTITY_TS not in entity_df.columns:
+            raise ValueError(f"entity_df needs a column named '{ENTITY_TS}'")
+        requested, _ = _get_requested_feature_views_to_features_dict(
+            feature_refs, feature_views, registry.list_on_demand_feature_views(config.project)
+        )
+        repo_path = Path(config.repo_path or ".")
+        timestamps = pd.to_datetime(entity_df[ENTITY_TS], utc=True)
+
+        def evaluate() -> dd.DataFrame:
+            result = point_in_time_join(entity_df, requested, repo_path, full_feature_names)
+            return dd.from_pandas(result, npartitions=1, sort=False)
+
+        return DaskRetrievalJob(
+            evaluation_function=evaluate,
+            full_feature_names=full_feature_names,
+            on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(
+                feature_refs, project, registry
+            ),
+            metadata=RetrievalMetadata(
+                features=feature_refs,
+                keys=[c for c in entity_df.columns if c != ENTITY_TS],
+                min_event_timestamp=timestamps.min(),
+                max_event_timestamp=timestamps.max(),
+            ),
+            repo_path=str(repo_path),
+        )
+
+
+def point_in_time_join(
+    entity_df: pd.DataFrame,
+    requested: dict[FeatureView, list[str]],
+    repo_path: Path,
+    full_feature_names: bool = False,
+) -> pd.DataFrame:
+    """Entity rows with, per view, the latest features at or before their timestamp (in TTL)."""
+    result = entity_df.copy()
+    result[ENTITY_TS] = pd.to_datetime(result[ENTITY_TS], utc=True).astype("datetime64[ns, UTC]")
+    result[_ROW] = np.arange(len(result))
+    result = result.sort_values(ENTITY_TS, kind="stable")
+    for view, features in requested.items():
+        keys = [view.projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
+        source = _read_source(view, features, repo_path)
+        source = source.rename(
+            columns={c.name: k for c, k in zip(view.entity_columns, keys, strict=True)}
+        )
+        if full_feature_names:
+            prefix = view.projection.name_to_use()
+            source = source.rename(columns={f: f"{prefix}__{f}" for f in features})
+        ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
+        for key in keys:  # merge_asof needs identical key dtypes on both sides
+            source[key] = source[key].astype(result[key].dtype)
+        result = pd.merge_asof(
+            result,
+            source,
+            left_on=ENTITY_TS,
+            right_on=_FEATURE_TS,
+            by=keys or None,
+            direction="backward",
+            allow_exact_matches=True,
+            tolerance=pd.Timedelta(ttl) if ttl else None,
+        ).drop(columns=_FEATURE_TS)
+    return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
+
+
+def _read_source(view: FeatureView, features: list[str], repo_path: Path) -> pd.DataFrame:
+    source: Any = view.batch_source
+    path = (
+        source.path
+        if Path(source.path).is_absolute() or "://" in source.path
+        else str(repo_path / source.path)
+    )
+    ts_field = source.timestamp_field
+    columns = [c.name for c in view.entity_columns] + [ts_field] + list(features)
+    frame = pd.read_parquet(path, columns=columns)
+    frame = frame.rename(columns={ts_field: _FEATURE_TS})
+    frame[_FEATURE_TS] = pd.to_datetime(frame[_FEATURE_TS], utc=True).astype("datetime64[ns, UTC]")
+    return frame.sort_values(_FEATURE_TS, kind="stable")
