@@ -1,0 +1,239 @@
+"""Benchmark: point-in-time training sets and online lookups through Feast.
+
+1. `get_historical_features` for 1M labelled entity rows (the credit-risk feature service:
+   3 views, 25 features) against a hand-written `pandas.merge_asof` of the same Parquet
+   tables (the lower bound: read, sort, as-of join per view with its TTL), median of 3 each.
+2. Online lookups from the SQLite store for 1 and 100 entities: p50/p99 in process
+   (`FeatureStore.get_online_features`) and through Feast's feature server (`feast serve`)
+   over HTTP on 127.0.0.1, whose added latency is reported.
+
+    python -m bench.features                     # about 3 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+
+from features.credit_risk.generator import generate_demo
+from tasks.dataset_spec import DatasetSpec, GenerateOptions
+from tasks.datasets import get_dataset
+from tasks.feature_store import (
+    StoreSettings,
+    apply_definitions,
+    materialize,
+    open_store,
+    training_set,
+    view_name,
+)
+from tasks.preprocess import build_features, plan_sources
+
+SERVICE = "credit_risk_default_v1"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare(work: Path, transactions: int) -> tuple[DatasetSpec, Path]:
+    spec = get_dataset("credit_risk")
+    features = work / "prepared" / "features"
+    if not features.exists():
+        raw = work / "raw"
+        end = date.today() - timedelta(days=1)
+        options = GenerateOptions(
+            rows=transactions, seed=0, start=end - timedelta(days=540), end=end
+        )
+        generate_demo(str(raw), options)
+        with dask.config.set(scheduler="threads"):
+            plan = plan_sources(spec, str(raw))
+            build_features(spec, plan, str(work / "prepared"), pd.Timestamp.now(tz="UTC"))
+    return spec, features
+
+
+def entity_rows(features: Path, n: int, seed: int = 0) -> pd.DataFrame:
+    """`n` labelled rows: customers with random times inside the data's span."""
+    rng = np.random.default_rng(seed)
+    labels = pd.read_parquet(features / "labels")
+    customers = labels["customer_id"].unique()
+    lo, hi = labels["event_timestamp"].min().value, labels["event_timestamp"].max().value
+    return pd.DataFrame(
+        {
+            "customer_id": rng.choice(customers, n),
+            "event_timestamp": pd.to_datetime(rng.integers(lo, hi, n), utc=True),
+            "label": rng.integers(0, 2, n),
+        }
+    )
+
+
+def merge_asof_baseline(spec: DatasetSpec, features: Path, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """The hand-written lower bound: one as-of join per feature table, TTL as tolerance."""
+    out = entity_df.assign(_row=np.arange(len(entity_df))).sort_values("event_timestamp")
+    for table in spec.feature_services[SERVICE]:
+        frame = pd.read_parquet(features / table).sort_values("event_timestamp")
+        frame = frame.rename(columns={"event_timestamp": "_ts"})
+        ttl = pd.Timedelta(days=spec.feature_tables[table].ttl_days)
+        out = pd.merge_asof(
+            out,
+            frame,
+            left_on="event_timestamp",
+            right_on="_ts",
+            by="customer_id",
+            tolerance=ttl,
+            direction="backward",
+        ).drop(columns="_ts")
+    return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ms = np.array(samples) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def online_in_process(store, entities: list[dict], n: int) -> tuple[float, float]:
+    service = store.get_feature_service(SERVICE)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        store.get_online_features(features=service, entity_rows=entities).to_dict()
+        samples.append(time.perf_counter() - start)
+    return percentiles(samples[20:])
+
+
+def online_over_http(port: int, entities: list[dict], n: int) -> tuple[float, float]:
+    body = json.dumps(
+        {
+            "feature_service": SERVICE,
+            "entities": {"customer_id": [e["customer_id"] for e in entities]},
+        }
+    ).encode()
+    samples = []
+    for _ in range(n):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/get-online-features",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        start = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+        samples.append(time.perf_counter() - start)
+    return percentiles(samples[20:])
+
+
+def start_feature_server(repo: Path, data_root: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "MLOPS_DATA_ROOT": str(data_root)}
+    feast = str(Path(sys.executable).with_name("feast"))
+    proc = subprocess.Popen(
+        [feast, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise TimeoutError("feast serve did not answer /health")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entities", type=int, default=1_000_000)
+    parser.add_argument("--transactions", type=int, default=2_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lookups", type=int, default=500)
+    parser.add_argument("--port", type=int, default=6571)
+    parser.add_argument("--work", default=None)
+    args = parser.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-features-"))
+    spec, features = prepare(work, args.transactions)
+
+    # a repository copy whose sources point at this run's data (for `feast serve`)
+    repo = work / "project" / "features"
+    shutil.rmtree(work / "project", ignore_errors=True)
+    shutil.copytree(ROOT / "features", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    data_root = work / "roots"
+    (data_root / spec.name).mkdir(parents=True, exist_ok=True)
+    link = data_root / spec.name / "features"
+    if not link.exists():
+        link.symlink_to(features)
+    settings = StoreSettings(
+        repo_path=str(repo),
+        registry_path=str(repo.parent / "data" / "feast" / "registry.db"),
+        sqlite_path=str(repo.parent / "data" / "feast" / "online_store.db"),
+    )
+    store = open_store(settings)
+    apply_definitions(store, spec, str(link))
+    materialize(store, spec, end=datetime.now(UTC))
+
+    entity_df = entity_rows(features, args.entities)
+    base_s, expected = timed(lambda: merge_asof_baseline(spec, features, entity_df), args.repeats)
+    feast_s, got = timed(lambda: training_set(store, spec, entity_df, SERVICE), args.repeats)
+    columns = [
+        f.name
+        for v in spec.feature_services[SERVICE]
+        for f in store.get_feature_view(view_name(spec, v)).features
+    ]
+    pd.testing.assert_frame_equal(
+        got[columns].reset_index(drop=True), expected[columns], check_dtype=False
+    )
+    print(
+        f"historical features, {len(entity_df):,} labelled rows, {len(columns)} features, "
+        f"median of {args.repeats}:"
+    )
+    print(f"  pandas merge_asof (lower bound): {base_s:6.2f} s")
+    print(f"  feast get_historical_features:   {feast_s:6.2f} s")
+    print(f"  ratio feast / merge_asof: {feast_s / base_s:.2f}x  (target <= 3x); results identical")
+
+    customers = entity_df["customer_id"].unique()[:100].tolist()
+    one, hundred = [{"customer_id": customers[0]}], [{"customer_id": c} for c in customers]
+    server = start_feature_server(repo, data_root, args.port)
+    try:
+        rows = []
+        for label, entities in (("1 entity", one), ("100 entities", hundred)):
+            local = online_in_process(store, entities, args.lookups)
+            http = online_over_http(args.port, entities, args.lookups)
+            rows.append((label, local, http))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"online lookups from SQLite ({args.lookups} each, after 20 warm-up), ms:")
+    for label, (p50, p99), (h50, h99) in rows:
+        print(
+            f"  {label:>12}: in process p50 {p50:6.2f} p99 {p99:6.2f} | over HTTP (feast serve) "
+            f"p50 {h50:6.2f} p99 {h99:6.2f} | server adds p50 {h50 - p50:+.2f}"
+        )
+    print("  targets in process: p99 < 2 ms for 1 entity, < 5 ms for 100")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
