@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from blocks import DaskCluster, DataSource
+from blocks import DaskCluster, DataSource, FeatureRepo
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ def test_prefect_block_register_against_a_real_server(prefect_env, api) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Successfully registered 2 blocks" in done.stdout
+    assert "Successfully registered 3 blocks" in done.stdout
 
     listed = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "type", "ls"],
@@ -28,7 +28,8 @@ def test_prefect_block_register_against_a_real_server(prefect_env, api) -> None:
         text=True,
         timeout=120,
     )
-    assert "mlops-data-source" in listed.stdout and "mlops-dask-cluster" in listed.stdout
+    for slug in ("mlops-data-source", "mlops-dask-cluster", "mlops-feature-repo"):
+        assert slug in listed.stdout
 
     DataSource(uri="s3://bucket/raw", format="csv", secret="s3cr3t").save("lake", overwrite=True)
     loaded = DataSource.load("lake")
@@ -37,6 +38,12 @@ def test_prefect_block_register_against_a_real_server(prefect_env, api) -> None:
     DaskCluster(address="tcp://10.0.0.5:8786").save("remote", overwrite=True)
     runner = DaskCluster.load("remote").task_runner()
     assert runner.address == "tcp://10.0.0.5:8786"
+    FeatureRepo(online_store="redis", redis_connection_string="cache:6379,password=pw").save(
+        "scale", overwrite=True
+    )
+    settings = FeatureRepo.load("scale").settings()
+    assert settings.online_store == "redis"
+    assert settings.redis_connection_string == "cache:6379,password=pw"
 
 
 def test_embedded_defaults_need_no_saved_block() -> None:
