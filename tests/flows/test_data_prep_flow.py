@@ -73,12 +73,16 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
     # data_prep ended by materializing: the online store answers for a customer
     from blocks import FeatureRepo
     from tasks.datasets import get_dataset
-    from tasks.feature_store import online_features, open_store
+    from tasks.feature_store import online_features, open_store, training_set
 
     spec = get_dataset("credit_risk")
     store = open_store(FeatureRepo.load("tmp-feast").settings())
     online = online_features(store, spec, "credit_risk_default_v1", [{"customer_id": 1}])
     assert online["annual_income"].notna().all()
+    # ... and the offline store gives a point-in-time training set for the labels
+    labels = pd.read_parquet(out / "features" / "labels")
+    train = training_set(store, spec, labels, "credit_risk_default_v1")
+    assert len(train) == len(labels) and train["loan_to_income"].notna().all()
 
 
 def test_failed_run_leaves_previous_tables_intact(raw: Path, tmp_path: Path) -> None:
