@@ -312,16 +312,7 @@ def sync_feature_store(
     return reports
 
 
-@task(name="sync-feature-store", cache_policy=NO_CACHE)
-def sync_feature_store_task(
-    spec: DatasetSpec,
-    settings: StoreSettings,
-    features_uri: str,
-    now: datetime,
-    max_skew_rate: float,
-    sample: int = 200,
-) -> dict[str, SkewReport]:
-    return sync_feature_store(spec, settings, features_uri, now, max_skew_rate, sample)
+sync_feature_store_task = task(name="sync-feature-store", cache_policy=NO_CACHE)(sync_feature_store)
 
 
 def run_feast_cli(repo_path: str, command: str, data_root: str | None = None) -> str:
