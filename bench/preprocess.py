@@ -64,9 +64,7 @@ def pandas_path(spec: DatasetSpec, raw: Path, out: Path) -> int:
         outputs[name] = spec.transform_fn(name)(*(clean[t] for t in ft.inputs))
         outputs[name].to_parquet(out / "features" / f"{name}.parquet", index=False)
     label_table = spec.tables[spec.label.table]
-    labels = clean[spec.label.table][
-        [*spec.entity.join_keys, label_table.timestamp, spec.label.column]
-    ]
+    labels = clean[spec.label.table][[*spec.join_keys(), label_table.timestamp, spec.label.column]]
     labels.to_parquet(out / "features" / f"{LABELS_TABLE}.parquet", index=False)
     for frame in (*outputs.values(), labels):  # the per-feature summary the flow reports
         merge_stats(partition_stats(frame))

@@ -57,8 +57,9 @@ def cmd_datasets(_: argparse.Namespace) -> None:
         tables = ", ".join(spec.tables)
         features = ", ".join(spec.feature_tables)
         print(
-            f"{spec.name}\n  {spec.description}\n  entity: {spec.entity.name} "
-            f"{spec.entity.join_keys}; label: {spec.label.table}.{spec.label.column}\n"
+            f"{spec.name}\n  {spec.description}\n  entities: "
+            f"{ {n: e.join_keys for n, e in spec.entities.items()} }; "
+            f"label: {spec.label.table}.{spec.label.column}\n"
             f"  tables: {tables}\n  feature tables: {features}\n  source: {spec.source.uri}"
         )
 

@@ -88,6 +88,7 @@ class FeatureTableSpec(_Strict):
     """
 
     transform: str = Field(pattern=r"^[\w.]+:\w+$")
+    entity: str = Field(description="The entity whose join keys key this table.")
     inputs: list[str] = Field(min_length=1)
     partition_by: str | None = None
     ttl_days: int = Field(default=365, ge=1, le=3650, description="How long a row stays valid.")
@@ -100,7 +101,6 @@ class SourceSpec(_Strict):
 
 
 class EntitySpec(_Strict):
-    name: str
     join_keys: list[str] = Field(min_length=1)
 
 
@@ -137,7 +137,7 @@ class GenerateOptions(_Strict):
 class DatasetSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
-    entity: EntitySpec
+    entities: dict[str, EntitySpec] = Field(min_length=1)
     source: SourceSpec
     timestamp_field: str = "event_timestamp"
     label: LabelSpec
@@ -157,10 +157,12 @@ class DatasetSpec(_Strict):
             raise ValueError(
                 f"label.column '{self.label.column}' is not a column of table '{self.label.table}'"
             )
-        for key in self.entity.join_keys:
+        for key in self.join_keys():
             if key not in label_table.columns:
                 raise ValueError(f"entity join key '{key}' is not a column of the label table")
         for name, ft in self.feature_tables.items():
+            if ft.entity not in self.entities:
+                raise ValueError(f"feature_tables.{name}.entity: unknown entity '{ft.entity}'")
             for table in ft.inputs:
                 if table not in self.tables:
                     raise ValueError(f"feature_tables.{name}.inputs: unknown table '{table}'")
@@ -175,6 +177,18 @@ class DatasetSpec(_Strict):
             if unknown:
                 raise ValueError(f"feature_services.{service}: unknown feature tables {unknown}")
         return self
+
+    def join_keys(self, entity: str | None = None) -> list[str]:
+        """One entity's join keys, or every entity's (in order, without repeats)."""
+        if entity is not None:
+            return list(self.entities[entity].join_keys)
+        keys = [k for e in self.entities.values() for k in e.join_keys]
+        return list(dict.fromkeys(keys))
+
+    def service_keys(self, service: str) -> list[str]:
+        """The join keys an entity row needs for a feature service."""
+        entities = [self.feature_tables[t].entity for t in self.feature_services[service]]
+        return list(dict.fromkeys(k for e in entities for k in self.entities[e].join_keys))
 
     def transform_fn(self, feature_table: str) -> Callable[..., Any]:
         return import_object(self.feature_tables[feature_table].transform)

@@ -61,7 +61,7 @@ def feature_schema(spec: DatasetSpec, table: str) -> list[Field]:
     """The feature columns a transform produces, read from its output on empty inputs."""
     ft = spec.feature_tables[table]
     meta = spec.transform_fn(table)(*(empty_frame(spec.tables[t]) for t in ft.inputs))
-    skip = {*spec.entity.join_keys, spec.timestamp_field}
+    skip = {*spec.join_keys(ft.entity), spec.timestamp_field}
     fields = []
     for column, dtype in meta.dtypes.items():
         if column in skip:
@@ -79,11 +79,11 @@ def feature_schema(spec: DatasetSpec, table: str) -> list[Field]:
 def feast_objects(spec: DatasetSpec, features_uri: str) -> list[Any]:
     """Entity, one FeatureView per feature table (source: the data_prep output) and services."""
     label_table = spec.tables[spec.label.table]
-    key_types = {label_table.columns[k].dtype for k in spec.entity.join_keys}
-    value_type = ValueType.INT64 if key_types == {"int64"} else ValueType.STRING
-    entity = Entity(
-        name=spec.entity.name, join_keys=list(spec.entity.join_keys), value_type=value_type
-    )
+    entities = {}
+    for name, entity in spec.entities.items():
+        key_types = {label_table.columns[k].dtype for k in entity.join_keys}
+        value_type = ValueType.INT64 if key_types == {"int64"} else ValueType.STRING
+        entities[name] = Entity(name=name, join_keys=list(entity.join_keys), value_type=value_type)
     views: dict[str, FeatureView] = {}
     for table, ft in spec.feature_tables.items():
         source = FileSource(
@@ -93,7 +93,7 @@ def feast_objects(spec: DatasetSpec, features_uri: str) -> list[Any]:
         )
         views[table] = FeatureView(
             name=view_name(spec, table),
-            entities=[entity],
+            entities=[entities[ft.entity]],
             ttl=timedelta(days=ft.ttl_days),
             schema=feature_schema(spec, table),
             source=source,
@@ -105,7 +105,7 @@ def feast_objects(spec: DatasetSpec, features_uri: str) -> list[Any]:
         FeatureService(name=name, features=[views[t] for t in tables], tags={"dataset": spec.name})
         for name, tables in spec.feature_services.items()
     ]
-    return [entity, *views.values(), *services]
+    return [*entities.values(), *views.values(), *services]
 
 
 def open_store(settings: StoreSettings) -> FeatureStore:
@@ -165,8 +165,8 @@ def _service(store: FeatureStore, name: str) -> FeatureService:
         raise FeatureStoreError(f"feature service '{name}' does not exist; known: {known}") from exc
 
 
-def check_entity_frame(spec: DatasetSpec, entity_df: pd.DataFrame) -> None:
-    required = [*spec.entity.join_keys, spec.timestamp_field]
+def check_entity_frame(spec: DatasetSpec, entity_df: pd.DataFrame, service: str) -> None:
+    required = [*spec.service_keys(service), spec.timestamp_field]
     missing = [c for c in required if c not in entity_df.columns]
     if missing:
         raise FeatureStoreError(
@@ -181,8 +181,9 @@ def training_set(
     store: FeatureStore, spec: DatasetSpec, entity_df: pd.DataFrame, service: str
 ) -> pd.DataFrame:
     """Point-in-time correct features for each (entity, timestamp) row of `entity_df`."""
-    check_entity_frame(spec, entity_df)
-    job = store.get_historical_features(entity_df=entity_df, features=_service(store, service))
+    fs = _service(store, service)
+    check_entity_frame(spec, entity_df, service)
+    job = store.get_historical_features(entity_df=entity_df, features=fs)
     return job.to_df()
 
 
@@ -190,10 +191,11 @@ def online_features(
     store: FeatureStore, spec: DatasetSpec, service: str, entities: list[dict[str, Any]]
 ) -> pd.DataFrame:
     """Latest feature values for serving-time lookups."""
-    missing = [k for k in spec.entity.join_keys if any(k not in e for e in entities)]
+    fs = _service(store, service)
+    missing = [k for k in spec.service_keys(service) if any(k not in e for e in entities)]
     if missing:
         raise FeatureStoreError(f"entity rows lack join key(s) {missing}")
-    response = store.get_online_features(features=_service(store, service), entity_rows=entities)
+    response = store.get_online_features(features=fs, entity_rows=entities)
     return response.to_df()
 
 
@@ -241,7 +243,7 @@ def skew_check(
     `as_of` is the materialization's end, which Feast excludes: the offline side is read just
     before it.
     """
-    keys = list(spec.entity.join_keys)
+    keys = spec.service_keys(service)
     before = as_of - timedelta(microseconds=1)
     entity_df = entity_ids[keys].drop_duplicates().assign(**{spec.timestamp_field: before})
     offline = training_set(store, spec, entity_df, service).set_index(keys).sort_index()
@@ -291,10 +293,13 @@ def sync_feature_store(
     store = open_store(settings)
     apply_definitions(store, spec, features_uri)
     materialize(store, spec, end=now)
-    keys = list(spec.entity.join_keys)
-    entities = pd.read_parquet(f"{features_uri}/labels", columns=keys).drop_duplicates()
-    entities = entities.sample(min(sample, len(entities)), random_state=seed)
-    reports = {s: skew_check(store, spec, s, entities, now) for s in spec.feature_services}
+    labels = pd.read_parquet(f"{features_uri}/labels", columns=spec.join_keys())
+    reports = {}
+    for service in spec.feature_services:
+        keys = spec.service_keys(service)
+        entities = labels[keys].drop_duplicates()
+        entities = entities.sample(min(sample, len(entities)), random_state=seed)
+        reports[service] = skew_check(store, spec, service, entities, now)
     bad = {
         f"{service}.{feature}": rate
         for service, report in reports.items()

@@ -253,7 +253,7 @@ def _transform(
     ft = spec.feature_tables[name]
     fn: Callable[..., pd.DataFrame] = spec.transform_fn(name)
     meta = fn(*(empty_frame(spec.tables[t]) for t in ft.inputs))
-    required = [*spec.entity.join_keys, spec.timestamp_field]
+    required = [*spec.join_keys(ft.entity), spec.timestamp_field]
     missing = [c for c in required if c not in meta.columns]
     if missing:
         raise ValueError(f"feature_tables.{name}.transform {ft.transform}: output lacks {missing}")
@@ -306,7 +306,7 @@ def _in_range(key: str, span: Range, *frames: pd.DataFrame) -> pd.DataFrame:
 
 def _labels(spec: DatasetSpec, frame: dd.DataFrame) -> dd.DataFrame:
     table = spec.tables[spec.label.table]
-    cols = [*spec.entity.join_keys, table.timestamp, spec.label.column]
+    cols = [*spec.join_keys(), table.timestamp, spec.label.column]
     return frame[cols].rename(columns={table.timestamp: spec.timestamp_field})
 
 

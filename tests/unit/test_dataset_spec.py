@@ -24,7 +24,8 @@ def test_registry_lists_the_demo_dataset() -> None:
     names = [s.name for s in list_datasets()]
     assert "credit_risk" in names
     spec = get_dataset("credit_risk")
-    assert spec.entity.join_keys == ["customer_id"]
+    assert spec.join_keys() == ["customer_id"]
+    assert spec.service_keys("credit_risk_default_v1") == ["customer_id"]
     assert spec.transform_fn("transaction_windows").__name__ == "transaction_windows"
 
 
