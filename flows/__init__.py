@@ -1,4 +1,4 @@
-"""The flow registry: name -> flow, its purpose and its parameter model.
+"""The flow registry: name -> flow, a one-line summary and its parameter model.
 
 `prefect.yaml` declares one deployment per entry (a test holds them to the same set).
 """
@@ -17,7 +17,7 @@ from flows.generate_data import GenerateDataParams, generate_data
 @dataclass(frozen=True)
 class RegisteredFlow:
     flow: Flow
-    purpose: str
+    summary: str
     params: type[BaseModel]
     entrypoint: str
 

@@ -46,7 +46,7 @@ def cmd_flows(_: argparse.Namespace) -> None:
     from flows import FLOWS
 
     for name, entry in FLOWS.items():
-        print(f"{name}\n  {entry.purpose}\n  entrypoint: {entry.entrypoint}\n  parameters:")
+        print(f"{name}\n  {entry.summary}\n  entrypoint: {entry.entrypoint}\n  parameters:")
         print("\n".join(describe_params(entry.params)))
 
 

@@ -49,7 +49,7 @@ def test_cli_lists_flows_with_their_parameters(capsys) -> None:
     main(["flows"])
     out = capsys.readouterr().out
     for name, entry in FLOWS.items():
-        assert name in out and entry.purpose in out
+        assert name in out and entry.summary in out
     assert "dask_cluster_block" in out and "drift_start" in out
     main(["datasets"])
     assert "credit_risk" in capsys.readouterr().out
