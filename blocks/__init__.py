@@ -11,11 +11,19 @@ from prefect.blocks.core import Block
 
 from blocks.dask_cluster import DaskCluster
 from blocks.data_source import DataSource
+from blocks.dataset_spec import DatasetSpecBlock, resolve_dataset
 from blocks.feature_repo import FeatureRepo
 
 B = TypeVar("B", bound=Block)
 
-__all__ = ["DaskCluster", "DataSource", "FeatureRepo", "load_or_default"]
+__all__ = [
+    "DaskCluster",
+    "DataSource",
+    "DatasetSpecBlock",
+    "FeatureRepo",
+    "load_or_default",
+    "resolve_dataset",
+]
 
 
 def load_or_default(cls: type[B], name: str | None, default: B) -> B:

@@ -50,8 +50,19 @@ def cmd_flows(_: argparse.Namespace) -> None:
         print("\n".join(describe_params(entry.params)))
 
 
-def cmd_datasets(_: argparse.Namespace) -> None:
-    from tasks.datasets import list_datasets
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from tasks.datasets import DATASETS_ROOT, list_datasets
+
+    if args.action == "init":
+        from pathlib import Path
+
+        from tasks.spec_inference import write_starter_spec
+
+        if not args.name or not args.sample:
+            raise SystemExit("usage: mlops datasets init NAME --from FILE")
+        out = Path(args.out) if args.out else DATASETS_ROOT / args.name / "dataset.yaml"
+        print(f"wrote {write_starter_spec(args.name, Path(args.sample), out)}")
+        return
 
     for spec in list_datasets():
         tables = ", ".join(spec.tables)
@@ -175,7 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("flows", help="list registered flows and their parameters").set_defaults(
         func=cmd_flows
     )
-    sub.add_parser("datasets", help="list registered dataset specs").set_defaults(func=cmd_datasets)
+    datasets = sub.add_parser("datasets", help="list dataset specs, or `init` a starter spec")
+    datasets.add_argument("action", nargs="?", choices=["list", "init"], default="list")
+    datasets.add_argument("name", nargs="?", help="with init: the new dataset's name")
+    datasets.add_argument("--from", dest="sample", help="with init: a sample Parquet/CSV file")
+    datasets.add_argument("--out", help="with init: where to write (default features/NAME/)")
+    datasets.set_defaults(func=cmd_datasets)
 
     run = sub.add_parser("run", help="run a registered flow")
     run.add_argument("name")

@@ -8,9 +8,9 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from blocks import DaskCluster, DataSource, FeatureRepo, load_or_default
+from blocks import DaskCluster, DataSource, FeatureRepo, load_or_default, resolve_dataset
 from tasks.artifacts import report_data_prep, report_skew
-from tasks.datasets import DEFAULT_DATASET, get_dataset
+from tasks.datasets import DEFAULT_DATASET
 from tasks.feature_store import sync_feature_store_task
 from tasks.preprocess import build_features_task, plan_sources_task
 from tasks.storage import discard, publish, staging_uri
@@ -60,7 +60,7 @@ def data_prep(params: DataPrepParams = DataPrepParams()) -> DataPrepResult:  # n
 @flow(name="data-prep-on-dask")
 def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     logger = get_run_logger()
-    spec = get_dataset(params.dataset)
+    spec = resolve_dataset(params.dataset)
     default_source = DataSource(uri=spec.source.uri, format=spec.source.format)
     source = load_or_default(DataSource, params.data_source_block, default_source)
     if source.format != spec.source.format:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import Field
 
+from blocks import resolve_dataset
 from tasks.data import generate_data_task
 from tasks.dataset_spec import GenerateOptions
-from tasks.datasets import DEFAULT_DATASET, get_dataset
+from tasks.datasets import DEFAULT_DATASET
 
 
 class GenerateDataParams(GenerateOptions):
@@ -18,6 +19,6 @@ class GenerateDataParams(GenerateOptions):
 @flow(name="generate-data")
 def generate_data(params: GenerateDataParams = GenerateDataParams()) -> dict[str, int]:  # noqa: B008
     """Generate a dataset's raw tables; returns rows written per table."""
-    out_uri = params.out_uri or get_dataset(params.dataset).source.uri
+    spec = resolve_dataset(params.dataset)
     options = GenerateOptions(**params.model_dump(exclude={"dataset", "out_uri"}))
-    return generate_data_task(params.dataset, out_uri, options)
+    return generate_data_task(spec, params.out_uri or spec.source.uri, options)

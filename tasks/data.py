@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.dataset_spec import GenerateOptions, import_object
-from tasks.datasets import get_dataset
+from tasks.dataset_spec import DatasetSpec, GenerateOptions, import_object
 
 
-def generate_data(dataset: str, out_uri: str, options: GenerateOptions) -> dict[str, int]:
+def generate_data(spec: DatasetSpec, out_uri: str, options: GenerateOptions) -> dict[str, int]:
     """Write the dataset's raw tables under `out_uri`; returns rows written per table."""
-    spec = get_dataset(dataset)
     if spec.generator is None:
-        raise ValueError(f"dataset '{dataset}' has no generator in its spec")
+        raise ValueError(f"dataset '{spec.name}' has no generator in its spec")
     generator = import_object(spec.generator)
     return dict(generator(out_uri, options))
 

@@ -207,9 +207,18 @@ def import_object(path: str) -> Any:
 def load_spec(path: Path) -> DatasetSpec:
     """Load and check a spec file; every error names the file and the field."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text()
+    except OSError as exc:
         raise SpecError(f"{path}: cannot read dataset spec: {exc}") from exc
+    return parse_spec(text, str(path))
+
+
+def parse_spec(text: str, where: str) -> DatasetSpec:
+    """Parse and check spec YAML from `where` (a file, a block); errors name it and the field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{where}: cannot read dataset spec: {exc}") from exc
     try:
         spec = DatasetSpec.model_validate(raw)
     except ValidationError as exc:
@@ -217,14 +226,14 @@ def load_spec(path: Path) -> DatasetSpec:
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise SpecError(f"{path}: invalid dataset spec: {problems}") from exc
+        raise SpecError(f"{where}: invalid dataset spec: {problems}") from exc
     for field, target in _code_references(spec):
         try:
             fn = import_object(target)
         except ImportError as exc:
-            raise SpecError(f"{path}: {field}: cannot import '{target}': {exc}") from exc
+            raise SpecError(f"{where}: {field}: cannot import '{target}': {exc}") from exc
         if not callable(fn):
-            raise SpecError(f"{path}: {field}: '{target}' is not callable")
+            raise SpecError(f"{where}: {field}: '{target}' is not callable")
     return spec
 
 

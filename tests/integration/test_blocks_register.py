@@ -19,7 +19,7 @@ def test_prefect_block_register_against_a_real_server(prefect_env, api) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Successfully registered 3 blocks" in done.stdout
+    assert "Successfully registered 4 blocks" in done.stdout
 
     listed = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "type", "ls"],
@@ -28,7 +28,12 @@ def test_prefect_block_register_against_a_real_server(prefect_env, api) -> None:
         text=True,
         timeout=120,
     )
-    for slug in ("mlops-data-source", "mlops-dask-cluster", "mlops-feature-repo"):
+    for slug in (
+        "mlops-data-source",
+        "mlops-dask-cluster",
+        "mlops-feature-repo",
+        "mlops-dataset-spec",
+    ):
         assert slug in listed.stdout
 
     DataSource(uri="s3://bucket/raw", format="csv", secret="s3cr3t").save("lake", overwrite=True)
