@@ -13,6 +13,7 @@ from blocks.dask_cluster import DaskCluster
 from blocks.data_source import DataSource
 from blocks.dataset_spec import DatasetSpecBlock, resolve_dataset
 from blocks.feature_repo import FeatureRepo
+from blocks.model_registry import ModelRegistry
 
 B = TypeVar("B", bound=Block)
 
@@ -21,6 +22,7 @@ __all__ = [
     "DataSource",
     "DatasetSpecBlock",
     "FeatureRepo",
+    "ModelRegistry",
     "load_or_default",
     "resolve_dataset",
 ]

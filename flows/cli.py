@@ -120,6 +120,28 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"\nPrefect UI: {server.ui_url}  (flow runs, artifacts)   stop it: make stop")
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from blocks import ModelRegistry, load_or_default
+    from tasks.registry import Registry, RegistryError
+
+    block = load_or_default(ModelRegistry, args.registry_block, ModelRegistry())
+    registry = Registry(args.root) if args.root else block.registry()
+    try:
+        if args.name is None:
+            for name in registry.models():
+                versions = registry.versions(name)
+                print(f"{name}: {len(versions)} version(s), aliases {registry.aliases(name)}")
+        elif args.ref is None:
+            aliases = registry.aliases(args.name)
+            for v in registry.versions(args.name):
+                tags = [a for a, n in aliases.items() if n == v.version]
+                print(f"{args.name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}")
+        else:
+            print(registry.get(args.name, args.ref).model_dump_json(indent=2))
+    except RegistryError as exc:
+        raise SystemExit(str(exc)) from exc
+
+
 def cmd_feast(args: argparse.Namespace) -> None:
     from tasks.feature_store import FeatureStoreError, run_feast_cli
 
@@ -217,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--regenerate", action="store_true")
     demo.add_argument("--no-server", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    models = sub.add_parser("models", help="list models, a model's versions, or one version")
+    models.add_argument("name", nargs="?")
+    models.add_argument("ref", nargs="?", help="a version number or an alias")
+    models.add_argument("--registry-block", dest="registry_block", default=None)
+    models.add_argument("--root", default=None, help="a registry root URI (overrides the block)")
+    models.set_defaults(func=cmd_models)
 
     feast = sub.add_parser("features", help="feast plan / apply on the feature repository")
     feast.add_argument("action", choices=["plan", "apply"])
