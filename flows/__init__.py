@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
+from flows.training import TrainingParams, training
 
 
 @dataclass(frozen=True)
@@ -34,5 +35,11 @@ FLOWS: dict[str, RegisteredFlow] = {
         "Validate raw tables, quarantine bad rows, build feature tables on Dask, publish them.",
         DataPrepParams,
         "flows/data_prep.py:data_prep",
+    ),
+    "training": RegisteredFlow(
+        training,
+        "Train on a feature service's point-in-time training set; register the candidate version.",
+        TrainingParams,
+        "flows/training.py:training",
     ),
 }

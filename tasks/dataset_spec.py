@@ -92,6 +92,9 @@ class FeatureTableSpec(_Strict):
     inputs: list[str] = Field(min_length=1)
     partition_by: str | None = None
     ttl_days: int = Field(default=365, ge=1, le=3650, description="How long a row stays valid.")
+    categorical: list[str] = Field(
+        default_factory=list, description="Output features that are integer category codes."
+    )
     description: str = ""
 
 

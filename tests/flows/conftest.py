@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from blocks import DaskCluster, FeatureRepo
+from blocks import DaskCluster, FeatureRepo, ModelRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,4 +25,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
             registry_path=str(feast / "registry.db"),
             sqlite_path=str(feast / "online.db"),
         ).save("tmp-feast", overwrite=True)
+        ModelRegistry(root_uri=str(tmp_path_factory.mktemp("registry"))).save(
+            "tmp-registry", overwrite=True
+        )
         yield

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blocks import ModelRegistry
+from flows.data_prep import DataPrepParams, data_prep
+from flows.generate_data import GenerateDataParams, generate_data
+from flows.training import TrainingParams, training
+from tasks.training_data import TrainingDataError
+
+pytestmark = pytest.mark.flows
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    generate_data(
+        GenerateDataParams(rows=60_000, seed=5, out_uri=str(root / "raw"), chunk_rows=20_000)
+    )
+    data_prep(
+        DataPrepParams(
+            source_uri=str(root / "raw"),
+            output_uri=str(root / "out"),
+            dask_cluster_block="threads",
+            feature_repo_block="tmp-feast",
+        )
+    )
+    return root / "out"
+
+
+def _params(data_uri: Path, **extra) -> TrainingParams:
+    return TrainingParams(
+        data_uri=str(data_uri),
+        feature_repo_block="tmp-feast",
+        registry_block="tmp-registry",
+        **extra,
+    )
+
+
+def test_training_registers_a_reproducible_candidate(prepared: Path) -> None:
+    first = training(_params(prepared, model_name="credit-test"))
+    second = training(_params(prepared, model_name="credit-test"))
+    assert (first.version, second.version) == (1, 2)
+    assert first.metrics["test_auc"] == second.metrics["test_auc"] > 0.6  # same seed, same model
+
+    registry = ModelRegistry.load("tmp-registry").registry()
+    version = registry.get("credit-test", 1)
+    meta = version.metadata
+    assert version.files == ["features.json", "model.txt", "reference.parquet"]
+    assert meta["trainer"] == "lightgbm" and meta["seed"] == 0
+    assert meta["feature_fingerprint"].startswith("credit_risk_default_v1:")
+    assert meta["data"]["train"]["to"] <= meta["data"]["valid"]["from"]
+    assert meta["data"]["train"]["rows"] > meta["data"]["test"]["rows"] > 0
+    assert {"lightgbm", "pandas", "feast"} <= set(meta["packages"])
+    assert set(meta["categorical"]) == {"region_code", "home_ownership_code", "purpose_code"}
+    reference = pd.read_parquet(registry.file_uri("credit-test", 1, "reference.parquet"))
+    assert "loan_to_income" in reference.columns and len(reference) > 100
+    assert registry.read("credit-test", 1, "model.txt") == registry.read(
+        "credit-test", 2, "model.txt"
+    )
+
+
+def test_single_class_labels_fail_before_training_and_register_nothing(
+    prepared: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "out"
+    shutil.copytree(prepared, broken)
+    labels = pd.read_parquet(broken / "features" / "labels").assign(defaulted_90d=0)
+    shutil.rmtree(broken / "features" / "labels")
+    (broken / "features" / "labels").mkdir()
+    labels.to_parquet(broken / "features" / "labels" / "part-0.parquet", index=False)
+    registry = ModelRegistry.load("tmp-registry").registry()
+    before = registry.models()
+    with pytest.raises(TrainingDataError, match=r"label 'defaulted_90d' has a single class"):
+        training(_params(broken, model_name="never-registered"))
+    assert registry.models() == before

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.train_lightgbm import LightGBMParams, predict, train_lightgbm
+from tasks.training_data import TrainingDataError, check_training_set, time_split
+
+pytestmark = pytest.mark.unit
+
+
+def _frame(n: int = 4_000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    cat = rng.integers(0, 4, n)
+    logit = 1.5 * x1 - 1.0 * x2 + (cat == 2) * 1.2 + 0.8 * x1 * x2 - 1.5
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range("2025-01-01", periods=n, freq="h", tz="UTC"),
+            "x1": x1,
+            "x2": x2,
+            "cat": cat,
+            "y": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.iloc[:0], "the training set is empty"),
+        (lambda f: f.assign(y=0), r"label 'y' has a single class \(0\)"),
+        (lambda f: f.assign(y=f["y"].where(f.index > 3)), r"label 'y' has 4 NaN value\(s\)"),
+        (lambda f: f.drop(columns="x2"), r"lacks column\(s\) \['x2'\]"),
+        (lambda f: f.assign(x1=np.nan), r"feature\(s\) \['x1'\] are null in every row"),
+    ],
+)
+def test_bad_training_sets_fail_before_training(mutate, message) -> None:
+    with pytest.raises(TrainingDataError, match=message):
+        check_training_set(mutate(_frame()), ["x1", "x2", "cat"], "y")
+
+
+def test_time_split_keeps_the_newest_rows_for_testing() -> None:
+    split = time_split(_frame().sample(frac=1.0, random_state=1), "ts", 0.2, 0.1)
+    assert len(split.train) == 2_800 and len(split.valid) == 800 and len(split.test) == 400
+    assert (
+        split.train["ts"].max()
+        < split.valid["ts"].min()
+        <= split.valid["ts"].max()
+        < split.test["ts"].min()
+    )
+
+
+def test_lightgbm_learns_is_deterministic_and_stops_early() -> None:
+    split = time_split(_frame(), "ts")
+    params = LightGBMParams(num_boost_round=2_000, early_stopping_rounds=20)
+    a = train_lightgbm(split.train, split.valid, ["x1", "x2", "cat"], ["cat"], "y", params, seed=3)
+    b = train_lightgbm(split.train, split.valid, ["x1", "x2", "cat"], ["cat"], "y", params, seed=3)
+    assert a.model_text == b.model_text
+    assert a.best_iteration < 2_000
+    assert a.metrics["valid_auc"] > 0.8
+    assert "categorical_feature" in a.model_text or "cat_threshold" in a.model_text
+    scores = predict(a.model_text, split.test, ["x1", "x2", "cat"])
+    assert scores.shape == (len(split.test),) and ((scores >= 0) & (scores <= 1)).all()
