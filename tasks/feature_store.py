@@ -142,17 +142,23 @@ def apply_definitions(store: FeatureStore, spec: DatasetSpec, features_uri: str)
 
 
 def materialize(
-    store: FeatureStore, spec: DatasetSpec, end: datetime, start: datetime | None = None
+    store: FeatureStore,
+    spec: DatasetSpec,
+    end: datetime,
+    start: datetime | None = None,
+    incremental: bool = False,
 ) -> None:
-    """Load the latest feature values up to `end` into the online store.
+    """Load the latest feature values before `end` into the online store.
 
-    With `start`, exactly that window. Otherwise incrementally: each view from where its last
-    run ended or, the first time, from `end` minus its TTL (Feast's own incremental mode
-    counts that first window back from the wall clock, not from `end`).
+    By default each view's whole TTL window, [end - ttl, end): data_prep rewrites the offline
+    tables wholesale, so values stamped before the last run may have changed. With `start`,
+    exactly [start, end). Incremental: from where each view's last run ended (for append-only
+    sources; Feast's own incremental mode counts the first window from the wall clock).
     """
     for table in spec.feature_tables:
         view = store.get_feature_view(view_name(spec, table))
-        since = start or view.most_recent_end_time or end - (view.ttl or timedelta(days=3650))
+        window = end - (view.ttl or timedelta(days=3650))
+        since = start or (view.most_recent_end_time if incremental else None) or window
         if since < end:
             store.materialize(start_date=since, end_date=end, feature_views=[view.name])
 
@@ -300,6 +306,12 @@ def sync_feature_store(
         entities = labels[keys].drop_duplicates()
         entities = entities.sample(min(sample, len(entities)), random_state=seed)
         reports[service] = skew_check(store, spec, service, entities, now)
+    enforce_skew(reports, max_skew_rate)
+    return reports
+
+
+def enforce_skew(reports: dict[str, SkewReport], max_skew_rate: float) -> None:
+    """Raise SkewError naming the worst features if any mismatch rate exceeds the maximum."""
     bad = {
         f"{service}.{feature}": rate
         for service, report in reports.items()
@@ -314,7 +326,6 @@ def sync_feature_store(
             f"train/serve skew over max_skew_rate {max_skew_rate:.1%} for {len(bad)} "
             f"feature(s): {worst}"
         )
-    return reports
 
 
 sync_feature_store_task = task(name="sync-feature-store", cache_policy=NO_CACHE)(sync_feature_store)
