@@ -93,13 +93,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The main job on embedded defaults: local server, demo data (once), data_prep + Feast."""
+    """The main job on embedded defaults: local server, demo data (once), data_prep, training."""
     from datetime import date, timedelta
     from pathlib import Path
 
     from flows import FLOWS
     from flows.data_prep import DataPrepParams
     from flows.generate_data import GenerateDataParams
+    from flows.training import TrainingParams
     from tasks.datasets import DEFAULT_DATASET, get_dataset
 
     source = get_dataset(DEFAULT_DATASET).source.uri
@@ -112,7 +113,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 rows=args.rows, seed=0, dirty_rate=0.001, start=end - timedelta(days=540), end=end
             )
             print("generated:", FLOWS["generate-data"].flow(gen))
-        return FLOWS["data-prep"].flow(DataPrepParams())
+        prepared = FLOWS["data-prep"].flow(DataPrepParams())
+        print("data_prep:", json.dumps(_jsonable(prepared), indent=2, default=str))
+        return FLOWS["training"].flow(TrainingParams())
 
     result = _with_server(args, job)
     print(json.dumps(_jsonable(result), indent=2, default=str))
