@@ -42,3 +42,4 @@ lint: setup
 bench: setup
 	$(VENV)/bin/python -m bench.preprocess
 	$(VENV)/bin/python -m bench.features
+	$(VENV)/bin/python -m bench.train

@@ -1,0 +1,75 @@
+"""Benchmark: the training task's overhead over bare `lightgbm.train` (issue 5, part a).
+
+Both fit the same 1M-row frame (20 numeric features, 2 categorical) with the same parameters
+and a fixed number of rounds (no early stopping, so both build the same trees), and both end
+with the model as LightGBM text; the task adds its parameter handling and metrics. Median of
+3 runs each, interleaved, in one process.
+
+    python -m bench.train
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from tasks.train_lightgbm import LightGBMParams, lgb_params, train_lightgbm
+from tasks.training_data import time_split
+
+
+def frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 20))
+    cats = rng.integers(0, 8, size=(rows, 2))
+    logit = x[:, 0] - 0.8 * x[:, 1] + 0.5 * x[:, 2] * x[:, 3] + (cats[:, 0] == 3) - 2.0
+    data = {f"x{i}": x[:, i] for i in range(20)} | {"c0": cats[:, 0], "c1": cats[:, 1]}
+    data["ts"] = pd.date_range("2024-01-01", periods=rows, freq="s", tz="UTC")
+    data["y"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    split = time_split(frame(args.rows), "ts")
+    features, cats = [f"x{i}" for i in range(20)] + ["c0", "c1"], ["c0", "c1"]
+    # early stopping patience above the round count: both runs build exactly `rounds` trees
+    params = LightGBMParams(num_boost_round=args.rounds, early_stopping_rounds=args.rounds + 1)
+
+    def bare() -> None:
+        dtrain = lgb.Dataset(split.train[features], split.train["y"], categorical_feature=cats)
+        dvalid = lgb.Dataset(split.valid[features], split.valid["y"], reference=dtrain)
+        booster = lgb.train(
+            lgb_params(params, split.train["y"], 0), dtrain, args.rounds, valid_sets=[dvalid]
+        )
+        booster.model_to_string()  # the model as text: what the task hands to the registry
+
+    def task() -> None:
+        train_lightgbm(split.train, split.valid, features, cats, "y", params, seed=0)
+
+    times: dict[str, list[float]] = {"bare": [], "task": []}
+    for _ in range(args.repeats):
+        for name, fn in (("bare", bare), ("task", task)):  # interleaved: same machine state
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    bare_s, task_s = statistics.median(times["bare"]), statistics.median(times["task"])
+    print(
+        f"LightGBM, {len(split.train):,} training rows x {len(features)} features, "
+        f"{args.rounds} rounds, median of {args.repeats}:"
+    )
+    print(f"  bare lightgbm.train: {bare_s:6.2f} s")
+    print(f"  training task:       {task_s:6.2f} s")
+    print(f"  overhead ratio: {task_s / bare_s:.3f}  (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
