@@ -1,0 +1,99 @@
+"""One data-parallel training process: `python -m tasks.torch_worker CONFIG.json`.
+
+Launched N times by `horovodrun` (backend horovod) or `torchrun` (backend torch_distributed),
+or called in process for N=1. Every rank reads the same training file and trains on its
+DistributedSampler share; rank 0 writes the state_dict and the run's throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from tasks.torch_model import Encoding, TabularMLP
+
+
+def run(config: dict[str, Any]) -> None:
+    backend = config["backend"] if config["world_size"] > 1 else "single"
+    rank, size, hvd = 0, 1, None
+    if backend == "horovod":
+        import horovod.torch
+
+        hvd = horovod.torch
+        hvd.init()
+        rank, size = hvd.rank(), hvd.size()
+    elif backend == "torch_distributed":
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank, size = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(config["seed"])
+    device = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % max(torch.cuda.device_count(), 1)}"
+        if config["device"] == "cuda"
+        else "cpu"
+    )
+
+    workdir = Path(config["workdir"])
+    frame = pd.read_parquet(workdir / "train.parquet")
+    encoding = Encoding(**config["encoding"])
+    numeric, codes = encoding.transform(frame)
+    labels = torch.as_tensor(frame[config["label"]].to_numpy("float32"))
+    data = TensorDataset(numeric, codes, labels)
+    sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
+        data, num_replicas=size, rank=rank, shuffle=True, seed=config["seed"]
+    )
+    loader = DataLoader(data, batch_size=config["batch_size"], sampler=sampler)
+
+    model: torch.nn.Module = TabularMLP(encoding, **config["model"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"] * size)
+    if hvd is not None:
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+    elif backend == "torch_distributed":
+        model = DistributedDataParallel(model)
+    loss_fn = torch.nn.BCEWithLogitsLoss(
+        pos_weight=torch.tensor(config["pos_weight"], device=device)
+    )
+
+    start, seen = time.perf_counter(), 0
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        model.train()
+        for x, c, y in loader:
+            x, c, y = x.to(device), c.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss_fn(model(x, c), y).backward()
+            optimizer.step()
+            seen += len(y)
+    elapsed = time.perf_counter() - start
+    if rank == 0:
+        inner = model.module if isinstance(model, DistributedDataParallel) else model
+        state = inner.state_dict()
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, workdir / "model.pt")
+        (workdir / "stats.json").write_text(
+            json.dumps(
+                {
+                    "world_size": size,
+                    "backend": backend,
+                    "samples_per_s": seen * size / elapsed if elapsed > 0 else 0.0,
+                    "seconds": elapsed,
+                }
+            )
+        )
+    if backend == "torch_distributed":
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    run(json.loads(Path(sys.argv[1]).read_text()))

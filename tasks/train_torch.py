@@ -1,0 +1,157 @@
+"""The PyTorch trainer: a tabular MLP trained data-parallel with Horovod or torch.distributed.
+
+N > 1 processes are launched with `horovodrun -np N --gloo` (NCCL where GPUs are present) or
+`torchrun --nproc_per_node N`; N = 1 trains in this process without a launcher. Rank 0 writes a
+state_dict, loaded back here with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.torch_model import Encoding, TabularMLP
+from tasks.torch_worker import run
+from tasks.train_lightgbm import binary_metrics
+
+
+class TorchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["horovod", "torch_distributed"] = "horovod"
+    processes: int = Field(default=1, ge=1, le=64, description="Data-parallel workers.")
+    device: Literal["cpu", "cuda"] = "cpu"
+    epochs: int = Field(default=5, ge=1, le=1_000)
+    batch_size: int = Field(default=512, ge=8, le=65_536)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0, description="Per worker.")
+    embedding_dim: int = Field(default=4, ge=1, le=256)
+    hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1, max_length=8)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class TrainedTorch:
+    state_dict: bytes
+    config: dict[str, object]
+    metrics: dict[str, float]
+
+
+class TrainerError(RuntimeError):
+    """A launched training run that failed; the message carries its last output lines."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch_command(params: TorchParams, config_path: Path) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    worker = [sys.executable, "-m", "tasks.torch_worker", str(config_path)]
+    n = str(params.processes)
+    if params.backend == "horovod":
+        return [str(bin_dir / "horovodrun"), "-np", n, "-H", f"localhost:{n}", "--gloo", *worker]
+    return [
+        str(bin_dir / "torchrun"),
+        "--nproc_per_node",
+        n,
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "tasks.torch_worker",
+        str(config_path),
+    ]
+
+
+def train_torch(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    features: list[str],
+    categorical: list[str],
+    label: str,
+    params: TorchParams,
+    seed: int,
+) -> TrainedTorch:
+    encoding = Encoding.fit(train, features, categorical)
+    model_config = {
+        "embedding_dim": params.embedding_dim,
+        "hidden": params.hidden,
+        "dropout": params.dropout,
+    }
+    positives = float(train[label].sum())
+    with tempfile.TemporaryDirectory(prefix="mlops-torch-") as tmp:
+        workdir = Path(tmp)
+        train[[*features, label]].to_parquet(workdir / "train.parquet", index=False)
+        config = {
+            "backend": params.backend,
+            "world_size": params.processes,
+            "device": params.device,
+            "workdir": str(workdir),
+            "encoding": encoding.to_dict(),
+            "model": model_config,
+            "label": label,
+            "epochs": params.epochs,
+            "batch_size": params.batch_size,
+            "learning_rate": params.learning_rate,
+            "pos_weight": (len(train) - positives) / max(positives, 1.0),
+            "seed": seed,
+        }
+        config_path = workdir / "config.json"
+        config_path.write_text(json.dumps(config))
+        if params.processes == 1:
+            run(config)
+        else:
+            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+            done = subprocess.run(
+                launch_command(params, config_path),
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=Path(__file__).resolve().parents[1],
+                timeout=3_600,
+            )
+            if done.returncode != 0 or not (workdir / "model.pt").exists():
+                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+                raise TrainerError(
+                    f"{params.backend} training with {params.processes} processes failed:\n{tail}"
+                )
+        state = (workdir / "model.pt").read_bytes()
+        stats = json.loads((workdir / "stats.json").read_text())
+    saved = {"encoding": encoding.to_dict(), "model": model_config}
+    scores = predict_torch(state, saved, valid)
+    metrics = {
+        **binary_metrics(valid[label].to_numpy(), scores, prefix="valid_"),
+        "samples_per_s": float(stats["samples_per_s"]),
+        "world_size": float(stats["world_size"]),
+    }
+    return TrainedTorch(state_dict=state, config=saved, metrics=metrics)
+
+
+def load_model(state: bytes, config: dict) -> tuple[TabularMLP, Encoding]:
+    encoding = Encoding(**config["encoding"])
+    model = TabularMLP(encoding, **config["model"])
+    model.load_state_dict(torch.load(io.BytesIO(state), weights_only=True))
+    return model.eval(), encoding
+
+
+def predict_torch(state: bytes, config: dict, frame: pd.DataFrame) -> np.ndarray:
+    model, encoding = load_model(state, config)
+    numeric, codes = encoding.transform(frame)
+    with torch.no_grad():
+        return torch.sigmoid(model(numeric, codes)).numpy().astype("float64")

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.train_torch import TorchParams, predict_torch, train_torch
+from tasks.training_data import time_split
+
+pytestmark = pytest.mark.integration
+
+
+def _frame(n: int = 6_000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    cat = rng.integers(0, 5, n)
+    logit = 2.0 * x1 - 1.5 * x2 + 1.5 * (cat == 3) - 1.0
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range("2025-01-01", periods=n, freq="h", tz="UTC"),
+            "x1": x1,
+            "x2": np.where(rng.random(n) < 0.05, np.nan, x2),
+            "cat": cat,
+            "y": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def split():
+    return time_split(_frame(), "ts")
+
+
+@pytest.mark.parametrize(
+    ("backend", "processes"), [("horovod", 1), ("horovod", 2), ("torch_distributed", 2)]
+)
+def test_data_parallel_training_learns_and_reloads(split, backend: str, processes: int) -> None:
+    params = TorchParams(backend=backend, processes=processes, epochs=4, batch_size=256)  # type: ignore[arg-type]
+    trained = train_torch(
+        split.train, split.valid, ["x1", "x2", "cat"], ["cat"], "y", params, seed=1
+    )
+    assert trained.metrics["world_size"] == processes
+    assert trained.metrics["valid_auc"] > 0.85
+    scores = predict_torch(trained.state_dict, trained.config, split.test)  # weights_only load
+    assert scores.shape == (len(split.test),) and np.isfinite(scores).all()
