@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -15,7 +13,9 @@ from tasks.artifacts import artifact_key
 from tasks.candidate import data_summary, register_candidate_task
 from tasks.datasets import DEFAULT_DATASET
 from tasks.feature_store import fingerprint, open_store, training_set, view_name
-from tasks.train_lightgbm import LightGBMParams, binary_metrics, predict, train_lightgbm_task
+from tasks.train_lightgbm import LightGBMParams, binary_metrics
+from tasks.train_torch import TorchParams
+from tasks.trainers import Trainer, fit_task
 from tasks.training_data import check_training_set, time_split
 
 
@@ -25,8 +25,9 @@ class TrainingParams(BaseModel):
     dataset: str = Field(default=DEFAULT_DATASET, description="A dataset spec or its block.")
     feature_service: str | None = Field(default=None, description="Default: the spec's first.")
     model_name: str | None = Field(default=None, description="Default: the feature service's.")
-    trainer: Literal["lightgbm"] = "lightgbm"
+    trainer: Trainer = "lightgbm"
     lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
+    torch: TorchParams = Field(default_factory=TorchParams)
     seed: int = Field(default=0, ge=0)
     valid_share: float = Field(default=0.15, gt=0.0, lt=0.5)
     test_share: float = Field(default=0.15, gt=0.0, lt=0.5)
@@ -74,12 +75,13 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     check_training_set(frame, features, label)
     split = time_split(frame, spec.timestamp_field, params.valid_share, params.test_share)
 
-    trained = train_lightgbm_task(
-        split.train, split.valid, features, categorical, label, params.lightgbm, params.seed
+    trainer_params = params.lightgbm if params.trainer == "lightgbm" else params.torch
+    fitted = fit_task(
+        params.trainer, split, features, categorical, label, trainer_params, params.seed
     )
-    test_scores = predict(trained.model_text, split.test, features)
+    test_scores = fitted.predict(split.test)
     metrics = {
-        **trained.metrics,
+        **fitted.metrics,
         **binary_metrics(split.test[label].to_numpy(), test_scores, "test_"),
     }
     reference = split.train.sample(
@@ -89,7 +91,7 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     version = register_candidate_task(
         registry,
         name,
-        {"model.txt": trained.model_text.encode()},
+        fitted.files,
         reference,
         features,
         {
@@ -97,9 +99,9 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
             "feature_service": service,
             "feature_fingerprint": feature_fp,
             "trainer": params.trainer,
-            "params": params.lightgbm.model_dump(),
+            "params": trainer_params.model_dump(),
             "seed": params.seed,
-            "best_iteration": trained.best_iteration,
+            **fitted.details,
             "categorical": categorical,
             "label": spec.label.column,
             "metrics": metrics,

@@ -8,8 +8,6 @@ from typing import Literal
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -107,6 +105,3 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, prefix: str = "") -> 
         f"{prefix}logloss": float(log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7))),
         f"{prefix}positive_rate": float(np.mean(labels)),
     }
-
-
-train_lightgbm_task = task(name="train-lightgbm", cache_policy=NO_CACHE)(train_lightgbm)

@@ -78,3 +78,21 @@ def test_single_class_labels_fail_before_training_and_register_nothing(
     with pytest.raises(TrainingDataError, match=r"label 'defaulted_90d' has a single class"):
         training(_params(broken, model_name="never-registered"))
     assert registry.models() == before
+
+
+def test_training_registers_a_horovod_trained_torch_model(prepared: Path) -> None:
+    from tasks.train_torch import TorchParams
+
+    result = training(
+        _params(
+            prepared,
+            model_name="credit-torch",
+            trainer="torch",
+            torch=TorchParams(backend="horovod", processes=2, epochs=20, batch_size=128),
+        )
+    )
+    assert result.metrics["world_size"] == 2 and result.metrics["test_auc"] > 0.55
+    registry = ModelRegistry.load("tmp-registry").registry()
+    version = registry.get("credit-torch", result.version)
+    assert version.files == ["features.json", "model.json", "model.pt", "reference.parquet"]
+    assert version.metadata["trainer"] == "torch" and version.metadata["backend"] == "horovod"
