@@ -1,9 +1,14 @@
-"""Benchmark: the training task's overhead over bare `lightgbm.train` (issue 5, part a).
+"""Benchmarks of the trainers.
 
-Both fit the same 1M-row frame (20 numeric features, 2 categorical) with the same parameters
-and a fixed number of rounds (no early stopping, so both build the same trees), and both end
-with the model as LightGBM text; the task adds its parameter handling and metrics. Median of
-3 runs each, interleaved, in one process.
+(a) The LightGBM training task against bare `lightgbm.train`. Both fit the same 1M-row frame
+    (20 numeric features, 2 categorical) with the same parameters and a fixed number of rounds
+    (no early stopping, so both build the same trees), and both end with the model as LightGBM
+    text; the task adds its parameter handling and metrics. Median of 3, interleaved.
+(b) The PyTorch trainer with Horovod at 2 processes against 1 on CPU: samples/s and scaling
+    efficiency (samples/s at 2 / (2 x samples/s at 1)), each process on one core (one
+    thread), as data-parallel scaling is measured with equal resources per worker.
+(c) Horovod against torch.distributed (torchrun), both at 2 processes.
+Samples/s are measured inside the workers over the training epochs (launch excluded).
 
     python -m bench.train
 """
@@ -19,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.train_lightgbm import LightGBMParams, lgb_params, train_lightgbm
+from tasks.train_torch import TorchParams, train_torch
 from tasks.training_data import time_split
 
 
@@ -38,6 +44,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch-rows", dest="torch_rows", type=int, default=200_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=2048)
     args = parser.parse_args()
     split = time_split(frame(args.rows), "ts")
     features, cats = [f"x{i}" for i in range(20)] + ["c0", "c1"], ["c0", "c1"]
@@ -69,6 +78,39 @@ def main() -> None:
     print(f"  bare lightgbm.train: {bare_s:6.2f} s")
     print(f"  training task:       {task_s:6.2f} s")
     print(f"  overhead ratio: {task_s / bare_s:.3f}  (target <= 1.05)")
+
+    runs = {
+        (backend, n): [
+            train_torch(
+                split.train.iloc[: args.torch_rows],
+                split.valid.iloc[:20_000],
+                features,
+                cats,
+                "y",
+                TorchParams(
+                    backend=backend,
+                    processes=n,
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    hidden=[256, 128],
+                ),
+                seed=0,
+            ).metrics["samples_per_s"]
+            for _ in range(args.repeats)
+        ]
+        for backend, n in (("horovod", 1), ("horovod", 2), ("torch_distributed", 2))
+    }
+    sps = {k: statistics.median(v) for k, v in runs.items()}
+    one, two, ddp = sps[("horovod", 1)], sps[("horovod", 2)], sps[("torch_distributed", 2)]
+    print(
+        f"PyTorch MLP, {args.torch_rows:,} rows, batch {args.batch_size} per worker, "
+        f"{args.epochs} epochs, CPU, median of {args.repeats} (samples/s):"
+    )
+    print(
+        f"  horovod x1: {one:10,.0f}   horovod x2: {two:10,.0f}   "
+        f"scaling efficiency {two / (2 * one):.2f}  (target >= 0.8)"
+    )
+    print(f"  torch.distributed x2: {ddp:10,.0f}   horovod / torch.distributed: {two / ddp:.2f}")
 
 
 if __name__ == "__main__":

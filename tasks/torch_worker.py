@@ -36,6 +36,10 @@ def run(config: dict[str, Any]) -> None:
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         rank, size = dist.get_rank(), dist.get_world_size()
+    # each process gets its share of the cores: N all-core thread pools oversubscribe the CPU
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("HOROVOD_LOCAL_SIZE", size)))
+    threads = config.get("threads") or max(1, (os.cpu_count() or 1) // max(local, 1))
+    torch.set_num_threads(threads)
     torch.manual_seed(config["seed"])
     device = torch.device(
         f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % max(torch.cuda.device_count(), 1)}"

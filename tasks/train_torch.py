@@ -40,6 +40,9 @@ class TorchParams(BaseModel):
     embedding_dim: int = Field(default=4, ge=1, le=256)
     hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1, max_length=8)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    threads_per_process: int | None = Field(
+        default=None, ge=1, le=256, description="Default: the cores divided among the processes."
+    )
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def train_torch(
             "learning_rate": params.learning_rate,
             "pos_weight": (len(train) - positives) / max(positives, 1.0),
             "seed": seed,
+            "threads": params.threads_per_process,
         }
         config_path = workdir / "config.json"
         config_path.write_text(json.dumps(config))
