@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch-rows", dest="torch_rows", type=int, default=200_000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=2048)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=8192)
     args = parser.parse_args()
     split = time_split(frame(args.rows), "ts")
     features, cats = [f"x{i}" for i in range(20)] + ["c0", "c1"], ["c0", "c1"]

@@ -41,11 +41,8 @@ def run(config: dict[str, Any]) -> None:
     threads = config.get("threads") or max(1, (os.cpu_count() or 1) // max(local, 1))
     torch.set_num_threads(threads)
     torch.manual_seed(config["seed"])
-    device = torch.device(
-        f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % max(torch.cuda.device_count(), 1)}"
-        if config["device"] == "cuda"
-        else "cpu"
-    )
+    local_rank = hvd.local_rank() if hvd is not None else int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if config["device"] == "cuda" else "cpu")
 
     workdir = Path(config["workdir"])
     frame = pd.read_parquet(workdir / "train.parquet")
@@ -92,6 +89,9 @@ def run(config: dict[str, Any]) -> None:
                     "backend": backend,
                     "samples_per_s": seen * size / elapsed if elapsed > 0 else 0.0,
                     "seconds": elapsed,
+                    "gpu_peak_bytes": (
+                        torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+                    ),
                 }
             )
         )

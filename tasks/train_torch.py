@@ -143,6 +143,7 @@ def train_torch(
         **binary_metrics(valid[label].to_numpy(), scores, prefix="valid_"),
         "samples_per_s": float(stats["samples_per_s"]),
         "world_size": float(stats["world_size"]),
+        "gpu_peak_bytes": float(stats["gpu_peak_bytes"]),
     }
     return TrainedTorch(state_dict=state, config=saved, metrics=metrics)
 

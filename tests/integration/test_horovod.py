@@ -61,3 +61,18 @@ def test_two_process_nccl_on_gpus() -> None:
         pytest.skip("torch sees no CUDA device")
     done = _horovodrun(min(2, torch.cuda.device_count()))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is not None, reason="a GPU is present: the benchmark would run"
+)
+def test_gpu_benchmark_skips_cleanly_without_a_gpu() -> None:
+    done = subprocess.run(
+        [str(BIN / "python"), "-m", "bench.gpu_train"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no NVIDIA GPU visible to torch: skipped" in done.stdout
