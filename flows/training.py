@@ -54,7 +54,8 @@ def load_training_set(
     )
     frame = training_set(store, spec, labels, service)
     label = spec.label.column
-    frame[label] = (frame[label] == spec.label.positive).astype("int64")
+    is_positive = (frame[label] == spec.label.positive).astype("float64")
+    frame[label] = is_positive.where(frame[label].notna())  # NaN labels stay NaN for the checks
     tables = spec.feature_services[service]
     features = [f.name for t in tables for f in store.get_feature_view(view_name(spec, t)).features]
     categorical = [c for t in tables for c in spec.feature_tables[t].categorical]

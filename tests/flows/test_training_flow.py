@@ -77,6 +77,11 @@ def test_single_class_labels_fail_before_training_and_register_nothing(
     before = registry.models()
     with pytest.raises(TrainingDataError, match=r"label 'defaulted_90d' has a single class"):
         training(_params(broken, model_name="never-registered"))
+    labels.assign(
+        defaulted_90d=labels["defaulted_90d"].where(labels.index % 10 != 0).astype("float64")
+    ).to_parquet(broken / "features" / "labels" / "part-0.parquet", index=False)
+    with pytest.raises(TrainingDataError, match=r"label 'defaulted_90d' has \d+ NaN value\(s\)"):
+        training(_params(broken, model_name="never-registered"))
     assert registry.models() == before
 
 
