@@ -127,8 +127,10 @@ def cmd_models(args: argparse.Namespace) -> None:
     from blocks import ModelRegistry, load_or_default
     from tasks.registry import Registry, RegistryError
 
-    block = load_or_default(ModelRegistry, args.registry_block, ModelRegistry())
-    registry = Registry(args.root) if args.root else block.registry()
+    if args.root:
+        registry = Registry(args.root)
+    else:
+        registry = load_or_default(ModelRegistry, args.registry_block, ModelRegistry()).registry()
     try:
         if args.name is None:
             for name in registry.models():

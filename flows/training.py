@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
 from tasks.artifacts import artifact_key
 from tasks.candidate import data_summary, register_candidate_task
+from tasks.dataset_spec import DatasetSpec
 from tasks.datasets import DEFAULT_DATASET
 from tasks.feature_store import fingerprint, open_store, training_set, view_name
 from tasks.train_lightgbm import LightGBMParams, binary_metrics
 from tasks.train_torch import TorchParams
-from tasks.trainers import Trainer, fit_task
+from tasks.trainers import Trainer, TrainingInputs, fit_task
 from tasks.training_data import check_training_set, time_split
 
 
@@ -45,9 +46,8 @@ class TrainingResult(BaseModel):
 
 @task(name="load-training-set", cache_policy=NO_CACHE)
 def load_training_set(
-    params: TrainingParams, service: str
+    spec: DatasetSpec, params: TrainingParams, service: str
 ) -> tuple[pd.DataFrame, list[str], list[str], str]:
-    spec = resolve_dataset(params.dataset)
     labels = pd.read_parquet(f"{params.data_uri or f'data/{spec.name}'}/features/labels")
     store = open_store(
         load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
@@ -71,15 +71,14 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     if service not in spec.feature_services:
         raise ValueError(f"feature_service '{service}' is not one of {list(spec.feature_services)}")
     name = params.model_name or service.replace("_", "-")
-    frame, features, categorical, feature_fp = load_training_set(params, service)
+    frame, features, categorical, feature_fp = load_training_set(spec, params, service)
     label = spec.label.column
     check_training_set(frame, features, label)
     split = time_split(frame, spec.timestamp_field, params.valid_share, params.test_share)
 
-    trainer_params = params.lightgbm if params.trainer == "lightgbm" else params.torch
-    fitted = fit_task(
-        params.trainer, split, features, categorical, label, trainer_params, params.seed
-    )
+    trainer_params: BaseModel = getattr(params, params.trainer)  # fields named as the trainers
+    inputs = TrainingInputs(split, features, categorical, label, params.seed)
+    fitted = fit_task(params.trainer, inputs, trainer_params)
     test_scores = fitted.predict(split.test)
     metrics = {
         **fitted.metrics,

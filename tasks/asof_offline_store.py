@@ -38,6 +38,7 @@ STORE_TYPE = "tasks.asof_offline_store.AsOfFileOfflineStore"
 
 
 class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
+    # Feast looks this class up by name: `<store class>Config` beside the store.
     type: Literal["tasks.asof_offline_store.AsOfFileOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
 
 

@@ -235,7 +235,7 @@ def check_null_rates(spec: DatasetSpec, report: PrepReport) -> None:
             rate = report.tables[name].nulls.get(col, 0) / rows
             if rate > col_spec.max_null_rate:
                 raise DataValidationError(
-                    f"{spec.source.uri}/{table.path}: column '{col}': rule "
+                    f"table '{name}' ({table.path}): column '{col}': rule "
                     f"max_null_rate({col_spec.max_null_rate}): null rate is {rate:.4f}"
                 )
 

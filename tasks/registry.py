@@ -171,11 +171,6 @@ class Registry:
         self.fs.mv(tmp, f"{folder}/{alias}")
         return number
 
-    def delete_alias(self, name: str, alias: str) -> None:
-        path = self._dir(name, "aliases", alias)
-        if self.fs.exists(path):
-            self.fs.rm(path)
-
 
 def _check_name(name: str) -> None:
     if not NAME.match(name):

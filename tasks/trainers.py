@@ -28,16 +28,23 @@ class Fitted:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def fit_lightgbm(
-    split: Split,
-    features: list[str],
-    categorical: list[str],
-    label: str,
-    params: BaseModel,
-    seed: int,
-) -> Fitted:
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What every trainer fits on: the split, the feature columns and the label."""
+
+    split: Split
+    features: list[str]
+    categorical: list[str]
+    label: str
+    seed: int
+
+
+def fit_lightgbm(data: TrainingInputs, params: BaseModel) -> Fitted:
     assert isinstance(params, LightGBMParams)
-    trained = train_lightgbm(split.train, split.valid, features, categorical, label, params, seed)
+    s, features = data.split, data.features
+    trained = train_lightgbm(
+        s.train, s.valid, features, data.categorical, data.label, params, data.seed
+    )
     return Fitted(
         files={"model.txt": trained.model_text.encode()},
         metrics=trained.metrics,
@@ -46,16 +53,12 @@ def fit_lightgbm(
     )
 
 
-def fit_torch(
-    split: Split,
-    features: list[str],
-    categorical: list[str],
-    label: str,
-    params: BaseModel,
-    seed: int,
-) -> Fitted:
+def fit_torch(data: TrainingInputs, params: BaseModel) -> Fitted:
     assert isinstance(params, TorchParams)
-    trained = train_torch(split.train, split.valid, features, categorical, label, params, seed)
+    s = data.split
+    trained = train_torch(
+        s.train, s.valid, data.features, data.categorical, data.label, params, data.seed
+    )
     return Fitted(
         files={"model.pt": trained.state_dict, "model.json": json.dumps(trained.config).encode()},
         metrics=trained.metrics,
@@ -64,19 +67,14 @@ def fit_torch(
     )
 
 
-TRAINERS: dict[str, Callable[..., Fitted]] = {"lightgbm": fit_lightgbm, "torch": fit_torch}
+TRAINERS: dict[str, Callable[[TrainingInputs, BaseModel], Fitted]] = {
+    "lightgbm": fit_lightgbm,
+    "torch": fit_torch,
+}
 
 
-def fit(
-    trainer: Trainer,
-    split: Split,
-    features: list[str],
-    categorical: list[str],
-    label: str,
-    params: BaseModel,
-    seed: int,
-) -> Fitted:
-    return TRAINERS[trainer](split, features, categorical, label, params, seed)
+def fit(trainer: Trainer, data: TrainingInputs, params: BaseModel) -> Fitted:
+    return TRAINERS[trainer](data, params)
 
 
 fit_task = task(name="train", cache_policy=NO_CACHE, task_run_name="train-{trainer}")(fit)

@@ -13,7 +13,6 @@ from features.credit_risk.generator import HOME, PURPOSES, REGIONS, RISKY_MERCHA
 
 KEY = "customer_id"
 TS = "event_timestamp"
-DAY = np.timedelta64(1, "D")
 
 
 def encode(values: pd.Series, categories: list[str]) -> pd.Series:
