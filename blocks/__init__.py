@@ -14,6 +14,7 @@ from blocks.data_source import DataSource
 from blocks.dataset_spec import DatasetSpecBlock, resolve_dataset
 from blocks.feature_repo import FeatureRepo
 from blocks.model_registry import ModelRegistry
+from blocks.validation_policy import ValidationPolicy
 
 B = TypeVar("B", bound=Block)
 
@@ -23,6 +24,7 @@ __all__ = [
     "DatasetSpecBlock",
     "FeatureRepo",
     "ModelRegistry",
+    "ValidationPolicy",
     "load_or_default",
     "resolve_dataset",
 ]

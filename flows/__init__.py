@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
 from flows.training import TrainingParams, training
+from flows.validation import ValidationParams, validation
 
 
 @dataclass(frozen=True)
@@ -41,5 +42,11 @@ FLOWS: dict[str, RegisteredFlow] = {
         "Train on a feature service's point-in-time training set; register the candidate version.",
         TrainingParams,
         "flows/training.py:training",
+    ),
+    "validation": RegisteredFlow(
+        validation,
+        "Gate a candidate against the champion on a time-later test set; challenger or reject.",
+        ValidationParams,
+        "flows/validation.py:validation",
     ),
 }

@@ -93,7 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The main job on embedded defaults: local server, demo data (once), data_prep, training."""
+    """The main job on embedded defaults: data (once), data_prep, training, validation."""
     from datetime import date, timedelta
     from pathlib import Path
 
@@ -101,6 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from flows.data_prep import DataPrepParams
     from flows.generate_data import GenerateDataParams
     from flows.training import TrainingParams
+    from flows.validation import ValidationParams
     from tasks.datasets import DEFAULT_DATASET, get_dataset
 
     source = get_dataset(DEFAULT_DATASET).source.uri
@@ -115,7 +116,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
             print("generated:", FLOWS["generate-data"].flow(gen))
         prepared = FLOWS["data-prep"].flow(DataPrepParams())
         print("data_prep:", json.dumps(_jsonable(prepared), indent=2, default=str))
-        return FLOWS["training"].flow(TrainingParams())
+        trained: Any = FLOWS["training"].flow(TrainingParams())
+        print("training:", json.dumps(_jsonable(trained), indent=2, default=str))
+        return FLOWS["validation"].flow(
+            ValidationParams(model_name=trained.model, candidate=trained.version)
+        )
 
     result = _with_server(args, job)
     print(json.dumps(_jsonable(result), indent=2, default=str))
@@ -140,11 +145,30 @@ def cmd_models(args: argparse.Namespace) -> None:
             aliases = registry.aliases(args.name)
             for v in registry.versions(args.name):
                 tags = [a for a, n in aliases.items() if n == v.version]
-                print(f"{args.name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}")
+                decision = _last_decision(registry, args.name, v.version)
+                print(
+                    f"{args.name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}"
+                    f"  {decision.get('decision', 'not validated')}"
+                )
         else:
-            print(registry.get(args.name, args.ref).model_dump_json(indent=2))
+            version = registry.get(args.name, args.ref)
+            print(version.model_dump_json(indent=2))
+            for kind in ("validation", "decision"):
+                print(f"{kind} records: {registry.records(args.name, version.version, kind)}")
+            print(
+                "last decision:", json.dumps(_last_decision(registry, args.name, version.version))
+            )
     except RegistryError as exc:
         raise SystemExit(str(exc)) from exc
+
+
+def _last_decision(registry: Any, name: str, version: int) -> dict[str, Any]:
+    stamps = registry.records(name, version, "decision")
+    if not stamps:
+        return {}
+    return dict(
+        json.loads(registry.read_record(name, version, "decision", stamps[-1], "decision.json"))
+    )
 
 
 def cmd_feast(args: argparse.Namespace) -> None:

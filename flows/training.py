@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
 from tasks.artifacts import artifact_key
 from tasks.candidate import data_summary, register_candidate_task
-from tasks.dataset_spec import DatasetSpec
+from tasks.dataset_spec import DatasetSpec, monotone
 from tasks.datasets import DEFAULT_DATASET
-from tasks.feature_store import fingerprint, open_store, training_set, view_name
+from tasks.feature_store import fingerprint, labelled_set, open_store, service_features
 from tasks.train_lightgbm import LightGBMParams, binary_metrics
 from tasks.train_torch import TorchParams
 from tasks.trainers import Trainer, TrainingInputs, fit_task
@@ -52,13 +52,8 @@ def load_training_set(
     store = open_store(
         load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
     )
-    frame = training_set(store, spec, labels, service)
-    label = spec.label.column
-    is_positive = (frame[label] == spec.label.positive).astype("float64")
-    frame[label] = is_positive.where(frame[label].notna())  # NaN labels stay NaN for the checks
-    tables = spec.feature_services[service]
-    features = [f.name for t in tables for f in store.get_feature_view(view_name(spec, t)).features]
-    categorical = [c for t in tables for c in spec.feature_tables[t].categorical]
+    features, categorical = service_features(store, spec, service)
+    frame = labelled_set(store, spec, labels, service)
     return frame, features, categorical, fingerprint(store, service)
 
 
@@ -77,7 +72,7 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     split = time_split(frame, spec.timestamp_field, params.valid_share, params.test_share)
 
     trainer_params: BaseModel = getattr(params, params.trainer)  # fields named as the trainers
-    inputs = TrainingInputs(split, features, categorical, label, params.seed)
+    inputs = TrainingInputs(split, features, categorical, label, params.seed, monotone(spec))
     fitted = fit_task(params.trainer, inputs, trainer_params)
     test_scores = fitted.predict(split.test)
     metrics = {

@@ -137,6 +137,46 @@ class GenerateOptions(_Strict):
         return self
 
 
+class SegmentSpec(_Strict):
+    """A slice of the test set that validation scores on its own.
+
+    A categorical feature (its integer codes, named by `labels`), or a numeric one cut at `bins`
+    (left-closed edges; the last band is open-ended).
+    """
+
+    feature: str
+    bins: list[float] | None = Field(default=None, min_length=1)
+    labels: dict[int, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bins_increase(self) -> SegmentSpec:
+        if self.bins and any(b >= a for a, b in zip(self.bins[1:], self.bins, strict=False)):
+            raise ValueError(f"bins of '{self.feature}' must increase")
+        return self
+
+
+class InvarianceSpec(_Strict):
+    """Features the label should not depend on: perturbing them must barely move predictions."""
+
+    features: list[str] = Field(min_length=1)
+    perturbation: Literal["shuffle", "noise"] = "shuffle"
+    scale: float = Field(default=0.01, gt=0.0, description="Relative noise for `noise`.")
+
+
+class ValidationSpec(_Strict):
+    """Dataset knowledge the validation flow checks a model against."""
+
+    segments: dict[str, SegmentSpec] = Field(default_factory=dict)
+    monotonic: dict[str, Literal["increasing", "decreasing"]] = Field(
+        default_factory=dict, description="Feature -> the direction risk must move with it."
+    )
+    invariance: list[InvarianceSpec] = Field(default_factory=list)
+
+
+class MonitoringSpec(_Strict):
+    drift_features: list[str] = Field(default_factory=list, description="Watched for drift.")
+
+
 class DatasetSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
@@ -150,6 +190,8 @@ class DatasetSpec(_Strict):
         default_factory=dict, description="One per model: service name -> its feature tables."
     )
     generator: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> DatasetSpec:
@@ -197,6 +239,11 @@ class DatasetSpec(_Strict):
         return import_object(self.feature_tables[feature_table].transform)
 
 
+def monotone(spec: DatasetSpec) -> dict[str, int]:
+    """The spec's monotonic directions as LightGBM-style constraints (+1 / -1)."""
+    return {f: 1 if d == "increasing" else -1 for f, d in spec.validation.monotonic.items()}
+
+
 def import_object(path: str) -> Any:
     """Import `package.module:name`."""
     module_name, _, attr = path.partition(":")
@@ -237,7 +284,41 @@ def parse_spec(text: str, where: str) -> DatasetSpec:
             raise SpecError(f"{where}: {field}: cannot import '{target}': {exc}") from exc
         if not callable(fn):
             raise SpecError(f"{where}: {field}: '{target}' is not callable")
+    _check_feature_references(spec, where)
     return spec
+
+
+def feature_columns(spec: DatasetSpec) -> dict[str, list[str]]:
+    """Each feature table's feature columns: its transform's output on empty inputs."""
+    from tasks.validate import empty_frame  # validate imports this module
+
+    out = {}
+    for name, ft in spec.feature_tables.items():
+        meta = spec.transform_fn(name)(*(empty_frame(spec.tables[t]) for t in ft.inputs))
+        skip = {*spec.join_keys(ft.entity), spec.timestamp_field}
+        out[name] = [str(c) for c in meta.columns if c not in skip]
+    return out
+
+
+def _check_feature_references(spec: DatasetSpec, where: str) -> None:
+    known = {c for columns in feature_columns(spec).values() for c in columns}
+    v = spec.validation
+    refs = [
+        *((f"validation.segments.{n}.feature", s.feature) for n, s in v.segments.items()),
+        *((f"validation.monotonic.{f}", f) for f in v.monotonic),
+        *(
+            (f"validation.invariance.{i}.features", f)
+            for i, c in enumerate(v.invariance)
+            for f in c.features
+        ),
+        *(("monitoring.drift_features", f) for f in spec.monitoring.drift_features),
+    ]
+    for field, feature in refs:
+        if feature not in known:
+            raise SpecError(
+                f"{where}: {field}: '{feature}' is not a feature of any feature table "
+                f"(known: {sorted(known)})"
+            )
 
 
 def _code_references(spec: DatasetSpec) -> list[tuple[str, str]]:

@@ -193,6 +193,27 @@ def training_set(
     return job.to_df()
 
 
+def labelled_set(
+    store: FeatureStore, spec: DatasetSpec, labels: pd.DataFrame, service: str
+) -> pd.DataFrame:
+    """`training_set` with the label mapped to 1.0 (positive class) / 0.0; NaN labels stay NaN."""
+    frame = training_set(store, spec, labels, service)
+    label = spec.label.column
+    is_positive = (frame[label] == spec.label.positive).astype("float64")
+    frame[label] = is_positive.where(frame[label].notna())
+    return frame
+
+
+def service_features(
+    store: FeatureStore, spec: DatasetSpec, service: str
+) -> tuple[list[str], list[str]]:
+    """A feature service's feature columns and, of those, the categorical ones."""
+    tables = spec.feature_services[service]
+    features = [f.name for t in tables for f in store.get_feature_view(view_name(spec, t)).features]
+    categorical = [c for t in tables for c in spec.feature_tables[t].categorical]
+    return features, categorical
+
+
 def online_features(
     store: FeatureStore, spec: DatasetSpec, service: str, entities: list[dict[str, Any]]
 ) -> pd.DataFrame:

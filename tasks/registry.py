@@ -4,6 +4,7 @@ Layout under the root (a local folder or any fsspec URI):
 
     <model>/versions/<n>/metadata.json      what trained it, on what, with which results
     <model>/versions/<n>/<files>            the model file(s), the reference sample, ...
+    <model>/versions/<n>/records/<kind>/<t>/ evidence added later (validation, ...), at time t
     <model>/aliases/<alias>                 the version number an alias points to
 
 A version is written completely under a staging folder, then claimed by renaming the folder to
@@ -62,23 +63,66 @@ class Registry:
     ) -> ModelVersion:
         """Store `files` and `metadata` as the next version of `name`; returns its metadata."""
         _check_name(name)
-        if not files:
-            raise RegistryError(f"model '{name}': a version needs at least one file")
-        for file in files:
-            if "/" in file or file in (METADATA, "") or file.startswith("."):
-                raise RegistryError(f"model '{name}': invalid file name '{file}'")
+        _check_files(name, files)
+        staging = self._staged(name, files)
+        try:
+            version = self._claim(name, staging, dict(metadata), sorted(files))
+        except BaseException:
+            self.fs.rm(staging, recursive=True)
+            raise
+        return version
+
+    def _staged(self, name: str, files: Mapping[str, bytes]) -> str:
         staging = self._dir(name, f".staging-{uuid.uuid4().hex}")
         try:
             self.fs.makedirs(staging, exist_ok=False)
             for file, content in files.items():
                 with self.fs.open(f"{staging}/{file}", "wb") as fh:
                     fh.write(content)
-            version = self._claim(name, staging, dict(metadata), sorted(files))
         except BaseException:
             if self.fs.exists(staging):
                 self.fs.rm(staging, recursive=True)
             raise
-        return version
+        return staging
+
+    def record(self, name: str, ref: int | str, kind: str, files: Mapping[str, bytes]) -> str:
+        """Attach evidence (`kind`: validation, ...) to a version without changing it.
+
+        Written completely, then renamed into place; returns the record's UTC timestamp.
+        """
+        if not NAME.match(kind):
+            raise RegistryError(f"invalid record kind '{kind}'")
+        _check_files(name, files)
+        folder = self._dir(name, "versions", self.resolve(name, ref), "records", kind)
+        staging = self._staged(name, files)
+        try:
+            self.fs.makedirs(folder, exist_ok=True)
+            while True:
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                try:
+                    _rename_exclusive(self.fs, staging, f"{folder}/{stamp}")
+                    return stamp
+                except FileExistsError:
+                    continue
+        except BaseException:
+            if self.fs.exists(staging):
+                self.fs.rm(staging, recursive=True)
+            raise
+
+    def records(self, name: str, ref: int | str, kind: str) -> list[str]:
+        """Timestamps of a version's records of `kind`, oldest first."""
+        folder = self._dir(name, "versions", self.resolve(name, ref), "records", kind)
+        if not self.fs.exists(folder):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
+
+    def record_uri(self, name: str, ref: int | str, kind: str, stamp: str, file: str) -> str:
+        path = self._dir(name, "versions", self.resolve(name, ref), "records", kind, stamp, file)
+        return path if "://" not in self.uri else self.fs.unstrip_protocol(path)
+
+    def read_record(self, name: str, ref: int | str, kind: str, stamp: str, file: str) -> bytes:
+        with self.fs.open(self.record_uri(name, ref, kind, stamp, file), "rb") as fh:
+            return bytes(fh.read())
 
     def _claim(
         self, name: str, staging: str, metadata: dict[str, Any], files: list[str]
@@ -177,6 +221,14 @@ def _check_name(name: str) -> None:
         raise RegistryError(
             f"invalid model name '{name}': a lowercase letter, then letters, digits, - and _"
         )
+
+
+def _check_files(name: str, files: Mapping[str, bytes]) -> None:
+    if not files:
+        raise RegistryError(f"model '{name}': at least one file is needed")
+    for file in files:
+        if "/" in file or file in (METADATA, "", "records") or file.startswith("."):
+            raise RegistryError(f"model '{name}': invalid file name '{file}'")
 
 
 def _rename_exclusive(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:

@@ -36,7 +36,12 @@ class TrainedModel:
     metrics: dict[str, float]
 
 
-def lgb_params(params: LightGBMParams, train_labels: pd.Series, seed: int) -> dict[str, object]:
+def lgb_params(
+    params: LightGBMParams,
+    train_labels: pd.Series,
+    seed: int,
+    monotone: list[int] | None = None,
+) -> dict[str, object]:
     out: dict[str, object] = {
         "objective": "binary",
         "metric": ["auc", "binary_logloss"],
@@ -53,6 +58,8 @@ def lgb_params(params: LightGBMParams, train_labels: pd.Series, seed: int) -> di
         "force_row_wise": True,
         "verbosity": -1,
     }
+    if monotone and any(monotone):
+        out["monotone_constraints"] = monotone
     if params.class_imbalance == "scale_pos_weight":
         positives = float(train_labels.sum())
         out["scale_pos_weight"] = (len(train_labels) - positives) / max(positives, 1.0)
@@ -69,13 +76,17 @@ def train_lightgbm(
     label: str,
     params: LightGBMParams,
     seed: int,
+    monotone: dict[str, int] | None = None,
 ) -> TrainedModel:
-    """Fit with early stopping on `valid`; metrics are on `valid` at the best iteration."""
+    """Fit with early stopping on `valid`; metrics are on `valid` at the best iteration.
+
+    `monotone` maps features to +1 / -1: predictions never fall / rise as they grow.
+    """
     cats = [c for c in categorical if c in features]
     dtrain = lgb.Dataset(train[features], train[label], categorical_feature=cats)
     dvalid = lgb.Dataset(valid[features], valid[label], reference=dtrain, categorical_feature=cats)
     booster = lgb.train(
-        lgb_params(params, train[label], seed),
+        lgb_params(params, train[label], seed, [(monotone or {}).get(f, 0) for f in features]),
         dtrain,
         num_boost_round=params.num_boost_round,
         valid_sets=[dvalid],

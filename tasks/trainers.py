@@ -37,19 +37,20 @@ class TrainingInputs:
     categorical: list[str]
     label: str
     seed: int
+    monotone: dict[str, int] = field(default_factory=dict)  # feature -> +1 / -1
 
 
 def fit_lightgbm(data: TrainingInputs, params: BaseModel) -> Fitted:
     assert isinstance(params, LightGBMParams)
     s, features = data.split, data.features
     trained = train_lightgbm(
-        s.train, s.valid, features, data.categorical, data.label, params, data.seed
+        s.train, s.valid, features, data.categorical, data.label, params, data.seed, data.monotone
     )
     return Fitted(
         files={"model.txt": trained.model_text.encode()},
         metrics=trained.metrics,
         predict=lambda frame: predict(trained.model_text, frame, features),
-        details={"best_iteration": trained.best_iteration},
+        details={"best_iteration": trained.best_iteration, "monotone": data.monotone},
     )
 
 

@@ -6,6 +6,8 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from blocks import DaskCluster, FeatureRepo, ModelRegistry
+from flows.data_prep import DataPrepParams, data_prep
+from flows.generate_data import GenerateDataParams, generate_data
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,3 +31,21 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
             "tmp-registry", overwrite=True
         )
         yield
+
+
+@pytest.fixture(scope="session")
+def prepared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Credit-risk data through data_prep into the tmp-feast store; its output folder."""
+    root = tmp_path_factory.mktemp("train")
+    generate_data(
+        GenerateDataParams(rows=150_000, seed=5, out_uri=str(root / "raw"), chunk_rows=50_000)
+    )
+    data_prep(
+        DataPrepParams(
+            source_uri=str(root / "raw"),
+            output_uri=str(root / "out"),
+            dask_cluster_block="threads",
+            feature_repo_block="tmp-feast",
+        )
+    )
+    return root / "out"

@@ -7,29 +7,10 @@ import pandas as pd
 import pytest
 
 from blocks import ModelRegistry
-from flows.data_prep import DataPrepParams, data_prep
-from flows.generate_data import GenerateDataParams, generate_data
 from flows.training import TrainingParams, training
 from tasks.training_data import TrainingDataError
 
 pytestmark = pytest.mark.flows
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    generate_data(
-        GenerateDataParams(rows=60_000, seed=5, out_uri=str(root / "raw"), chunk_rows=20_000)
-    )
-    data_prep(
-        DataPrepParams(
-            source_uri=str(root / "raw"),
-            output_uri=str(root / "out"),
-            dask_cluster_block="threads",
-            feature_repo_block="tmp-feast",
-        )
-    )
-    return root / "out"
 
 
 def _params(data_uri: Path, **extra) -> TrainingParams:

@@ -72,3 +72,23 @@ def test_partition_key_must_be_a_column(tmp_path: Path) -> None:
 
     with pytest.raises(SpecError, match="partition_by: 'account'"):
         load_spec(_write(tmp_path, mutate))
+
+
+def test_validation_and_drift_features_must_exist(tmp_path: Path) -> None:
+    def segment(raw: dict) -> None:
+        raw["validation"]["segments"]["region"]["feature"] = "region_name"
+
+    with pytest.raises(SpecError, match=r"validation.segments.region.feature: 'region_name'"):
+        load_spec(_write(tmp_path, segment))
+
+    def drift(raw: dict) -> None:
+        raw["monitoring"]["drift_features"].append("shoe_size")
+
+    with pytest.raises(SpecError, match=r"monitoring.drift_features: 'shoe_size'"):
+        load_spec(_write(tmp_path, drift))
+
+    def bins(raw: dict) -> None:
+        raw["validation"]["segments"]["income_band"]["bins"] = [0, 50_000, 20_000]
+
+    with pytest.raises(SpecError, match=r"validation.segments.income_band.*must increase"):
+        load_spec(_write(tmp_path, bins))

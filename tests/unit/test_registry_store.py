@@ -89,3 +89,22 @@ def test_cli_lists_models_versions_and_one_version(tmp_path: Path, capsys) -> No
     assert '"auc": 0.9' in capsys.readouterr().out
     with pytest.raises(SystemExit, match="model 'churn' has no version 3"):
         main(["models", "churn", "3", "--root", str(tmp_path)])
+
+
+def test_records_attach_evidence_without_touching_the_version(tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path))
+    version = registry.register("m", {"model.txt": b"x"}, {"trainer": "t"})
+    first = registry.record("m", 1, "validation", {"evidence.json": b"{}", "plot.png": b"p"})
+    second = registry.record("m", 1, "validation", {"evidence.json": b"{}"})
+    assert registry.records("m", 1, "validation") == [first, second] and first < second
+    assert registry.read_record("m", 1, "validation", first, "plot.png") == b"p"
+    assert registry.get("m", 1) == version  # metadata and files unchanged
+    assert registry.records("m", 1, "decision") == []
+    with pytest.raises(RegistryError, match="invalid record kind"):
+        registry.record("m", 1, "../x", {"a": b""})
+    with pytest.raises(RegistryError, match="has no version 2"):
+        registry.record("m", 2, "validation", {"a": b""})
+    with pytest.raises(RegistryError, match="invalid file name 'a/b'"):
+        registry.record("m", 1, "validation", {"a/b": b""})
+    assert registry.records("m", 1, "validation") == [first, second]
+    assert not list(tmp_path.glob("m/.staging-*"))

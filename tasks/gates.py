@@ -1,0 +1,240 @@
+"""The promotion policy: typed gates over the evaluation evidence, and the decision they make."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.evaluate import (
+    HIGHER_IS_BETTER,
+    HigherMetric,
+    InvarianceResult,
+    LowerMetric,
+    Metric,
+    MonotonicResult,
+    SegmentMetrics,
+)
+
+GateKind = Literal["minimum", "maximum", "regression", "segment", "data", "behaviour"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataChecks(_Strict):
+    min_test_rows: int = Field(default=300, ge=1)
+    max_feature_null_rate: float = Field(default=0.6, ge=0.0, le=1.0)
+    require_same_features: bool = Field(
+        default=True, description="The feature set's fingerprint equals the one it trained on."
+    )
+
+
+class BehaviourGates(_Strict):
+    max_monotonic_violation_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_invariance_change: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="Mean |change| of the predicted probability."
+    )
+    rows: int = Field(default=1_000, ge=10, le=100_000, description="Test rows checked.")
+
+
+class GatePolicy(_Strict):
+    """What a candidate must show to become `challenger`."""
+
+    minimums: dict[HigherMetric, float] = Field(default={"auc": 0.6})
+    maximums: dict[LowerMetric, float] = Field(default_factory=dict)
+    max_regression: dict[Metric, float] = Field(
+        default={"auc": 0.01, "pr_auc": 0.02, "logloss": 0.02},
+        description="Worst allowed move against the champion, per metric.",
+    )
+    max_segment_regression: dict[Metric, float] = Field(
+        default={"auc": 0.05}, description="The same, in every segment."
+    )
+    min_segment_rows: int = Field(default=200, ge=10, description="Smaller segments: no gate.")
+    data: DataChecks = Field(default_factory=DataChecks)
+    behaviour: BehaviourGates = Field(default_factory=BehaviourGates)
+    require_approval: bool = False
+    approval_timeout_s: int = Field(default=86_400, ge=1, le=30 * 86_400)
+
+
+class GateResult(BaseModel):
+    gate: str  # e.g. "minimum:auc", "segment:auc[region=south]", "data:min_test_rows"
+    kind: GateKind
+    passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+
+class DataEvidence(BaseModel):
+    test_rows: int
+    positives: int
+    worst_null_feature: str | None
+    worst_null_rate: float
+    fingerprint_trained: str
+    fingerprint_now: str
+    test_from: datetime
+    trained_to: datetime
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def metric_gates(
+    candidate: dict[str, float], champion: dict[str, float] | None, policy: GatePolicy
+) -> list[GateResult]:
+    out = []
+    for metric, low in policy.minimums.items():
+        v = candidate[metric]
+        out.append(
+            GateResult(
+                gate=f"minimum:{metric}",
+                kind="minimum",
+                passed=not math.isnan(v) and v >= low,
+                value=v,
+                threshold=low,
+                detail=f"{metric} {_fmt(v)} must be >= {_fmt(low)}",
+            )
+        )
+    for lower, high in policy.maximums.items():
+        v = candidate[lower]
+        out.append(
+            GateResult(
+                gate=f"maximum:{lower}",
+                kind="maximum",
+                passed=not math.isnan(v) and v <= high,
+                value=v,
+                threshold=high,
+                detail=f"{lower} {_fmt(v)} must be <= {_fmt(high)}",
+            )
+        )
+    if champion is not None:
+        out += _regressions("regression", "", candidate, champion, policy.max_regression)
+    return out
+
+
+def _regressions(
+    kind: GateKind,
+    where: str,
+    candidate: dict[str, float],
+    champion: dict[str, float],
+    allowed: dict[Metric, float],
+) -> list[GateResult]:
+    out = []
+    for metric, limit in allowed.items():
+        new, old = candidate[metric], champion[metric]
+        if math.isnan(old):
+            continue
+        worse = (old - new) if HIGHER_IS_BETTER[metric] else (new - old)
+        out.append(
+            GateResult(
+                gate=f"{kind}:{metric}{f'[{where}]' if where else ''}",
+                kind=kind,
+                passed=not math.isnan(new) and worse <= limit,
+                value=worse,
+                threshold=limit,
+                detail=f"{metric} {_fmt(new)} vs champion {_fmt(old)}"
+                + (f" in {where}" if where else "")
+                + f": worse by {_fmt(worse)}, at most {_fmt(limit)} allowed",
+            )
+        )
+    return out
+
+
+def segment_gates(
+    candidate: list[SegmentMetrics], champion: list[SegmentMetrics] | None, policy: GatePolicy
+) -> list[GateResult]:
+    if champion is None:
+        return []
+    old = {s.segment: s.metrics for s in champion}
+    out = []
+    for seg in candidate:
+        previous = old.get(seg.segment)
+        if seg.metrics is None or previous is None:
+            continue
+        out += _regressions(
+            "segment", seg.segment, seg.metrics, previous, policy.max_segment_regression
+        )
+    return out
+
+
+def data_gates(data: DataEvidence, policy: DataChecks) -> list[GateResult]:
+    out = [
+        GateResult(
+            gate="data:min_test_rows",
+            kind="data",
+            passed=data.test_rows >= policy.min_test_rows,
+            value=data.test_rows,
+            threshold=policy.min_test_rows,
+            detail=f"{data.test_rows} test rows, at least {policy.min_test_rows} needed",
+        ),
+        GateResult(
+            gate="data:both_classes",
+            kind="data",
+            passed=0 < data.positives < data.test_rows,
+            value=data.positives,
+            detail=f"{data.positives} positive of {data.test_rows} test rows",
+        ),
+        GateResult(
+            gate="data:feature_null_rate",
+            kind="data",
+            passed=data.worst_null_rate <= policy.max_feature_null_rate,
+            value=data.worst_null_rate,
+            threshold=policy.max_feature_null_rate,
+            detail=f"worst: '{data.worst_null_feature}' null in {data.worst_null_rate:.1%} of rows",
+        ),
+        GateResult(
+            gate="data:time_later",
+            kind="data",
+            passed=data.test_from > data.trained_to,
+            detail=f"test rows from {data.test_from}, training data to {data.trained_to}",
+        ),
+    ]
+    if policy.require_same_features:
+        out.append(
+            GateResult(
+                gate="data:feature_set",
+                kind="data",
+                passed=data.fingerprint_trained == data.fingerprint_now,
+                detail=f"trained on {data.fingerprint_trained}, store now {data.fingerprint_now}",
+            )
+        )
+    return out
+
+
+def behaviour_gates(
+    monotonic: list[MonotonicResult], invariance: list[InvarianceResult], policy: BehaviourGates
+) -> list[GateResult]:
+    out = [
+        GateResult(
+            gate=f"behaviour:monotonic[{m.feature}]",
+            kind="behaviour",
+            passed=m.violation_rate <= policy.max_monotonic_violation_rate,
+            value=m.violation_rate,
+            threshold=policy.max_monotonic_violation_rate,
+            detail=f"risk {m.direction} in {m.feature}: {m.violation_rate:.1%} of {m.rows} rows "
+            f"move the other way (worst by {m.worst_move:.4f})",
+        )
+        for m in monotonic
+    ]
+    out += [
+        GateResult(
+            gate=f"behaviour:invariance[{'+'.join(i.features)}]",
+            kind="behaviour",
+            passed=i.mean_abs_change <= policy.max_invariance_change,
+            value=i.mean_abs_change,
+            threshold=policy.max_invariance_change,
+            detail=f"{i.perturbation} of {', '.join(i.features)} moves predictions by "
+            f"{i.mean_abs_change:.4f} on average (max {i.max_abs_change:.4f})",
+        )
+        for i in invariance
+    ]
+    return out
+
+
+def failed(gates: list[GateResult]) -> list[GateResult]:
+    return [g for g in gates if not g.passed]

@@ -1,0 +1,74 @@
+"""Registered versions loaded back as predictors: the model file is data, read by its trainer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import torch
+
+from tasks.registry import Registry
+from tasks.train_torch import load_model as load_torch
+
+Predict = Callable[[pd.DataFrame], np.ndarray]
+
+
+class ModelLoadError(ValueError):
+    """A registered version whose model cannot be loaded; names the model, version and file."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: int
+    features: list[str]
+    metadata: dict[str, Any]
+    predict: Predict  # feature frame -> probability of the positive class
+
+
+def _lightgbm(files: dict[str, bytes], features: list[str]) -> Predict:
+    booster = lgb.Booster(model_str=files["model.txt"].decode())
+    return lambda frame: np.asarray(booster.predict(frame[features]), dtype="float64")
+
+
+def _torch(files: dict[str, bytes], features: list[str]) -> Predict:
+    model, encoding = load_torch(files["model.pt"], json.loads(files["model.json"]))
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        numeric, codes = encoding.transform(frame)
+        with torch.no_grad():
+            return torch.sigmoid(model(numeric, codes)).numpy().astype("float64")
+
+    return predict
+
+
+LOADERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, bytes], list[str]], Predict]]] = {
+    "lightgbm": (("model.txt",), _lightgbm),
+    "torch": (("model.pt", "model.json"), _torch),
+}
+
+
+def load_model(registry: Registry, name: str, ref: int | str) -> LoadedModel:
+    """Load a version (number or alias); RegistryError if it does not exist."""
+    version = registry.get(name, ref)
+    where = f"model '{name}' v{version.version}"
+    trainer = version.metadata.get("trainer")
+    if trainer not in LOADERS:
+        raise ModelLoadError(f"{where}: unknown trainer {trainer!r} (known: {sorted(LOADERS)})")
+    names, build = LOADERS[trainer]
+    file = "features.json"
+    try:
+        features = list(json.loads(registry.read(name, version.version, file))["features"])
+        files = {}
+        for file in names:
+            files[file] = registry.read(name, version.version, file)
+        file = ", ".join(names)
+        predict = build(files, features)
+    except Exception as exc:  # any parse error of a stored file is a load failure
+        raise ModelLoadError(f"{where}: cannot load {file}: {exc}") from exc
+    return LoadedModel(name, version.version, features, version.metadata, predict)
