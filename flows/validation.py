@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any, Literal
 
@@ -109,6 +110,7 @@ class Explanation(BaseModel):
     local: list[LocalExplanation]
     dependence: dict[str, dict[str, dict[str, list[float]]]]  # model -> feature -> curve
     plots: dict[str, bytes]
+    seconds: float
 
 
 @task(name="load-models", cache_policy=NO_CACHE)
@@ -194,6 +196,7 @@ def explain(
     candidate: LoadedModel,
     champion: LoadedModel | None,
 ) -> Explanation:
+    started = time.perf_counter()
     opts, seed = params.explain, params.seed
     label, features = spec.label.column, candidate.features
     models = {f"candidate v{candidate.version}": candidate}
@@ -219,8 +222,8 @@ def explain(
 
     ts = pd.to_datetime(labels[spec.timestamp_field], utc=True)
     train_end = pd.Timestamp(candidate.metadata["data"]["train"]["to"])
-    history = labels[ts <= train_end]
-    history = history.sample(min(opts.ebm_rows, len(history)), random_state=seed)
+    history = labels[ts <= train_end].assign(_ts=ts).nlargest(opts.ebm_rows, "_ts")  # most recent
+    history = history.drop(columns="_ts")
     train = labelled_set(_store(params), spec, history, candidate.metadata["feature_service"])
     reference = glass_box(
         train, test, features, candidate.metadata.get("categorical", []), label, seed
@@ -234,6 +237,7 @@ def explain(
         local=local,
         dependence=dependence,
         plots=plots,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -290,6 +294,7 @@ def validation(params: ValidationParams = ValidationParams()) -> ValidationResul
         "gates": [g.model_dump() for g in gates],
         "importance_moves": [m.model_dump() for m in moves],
         "glass_box": explanation.glass_box.model_dump(),
+        "explain_seconds": explanation.seconds,
         "local_explanations": [e.model_dump() for e in explanation.local],
         "partial_dependence": explanation.dependence,
     }

@@ -96,14 +96,15 @@ def point_in_time_join(
     result = result.sort_values(ENTITY_TS, kind="stable")
     for view, features in requested.items():
         keys = [view.projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
-        source = _read_source(view, features, repo_path)
+        ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
+        first, last = result[ENTITY_TS].min(), result[ENTITY_TS].max()
+        source = _read_source(view, features, repo_path, first - ttl if ttl else None, last)
         source = source.rename(
             columns={c.name: k for c, k in zip(view.entity_columns, keys, strict=True)}
         )
         if full_feature_names:
             prefix = view.projection.name_to_use()
             source = source.rename(columns={f: f"{prefix}__{f}" for f in features})
-        ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
         for key in keys:  # merge_asof needs identical key dtypes on both sides
             source[key] = source[key].astype(result[key].dtype)
         result = pd.merge_asof(
@@ -119,7 +120,14 @@ def point_in_time_join(
     return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
 
 
-def _read_source(view: FeatureView, features: list[str], repo_path: Path) -> pd.DataFrame:
+def _read_source(
+    view: FeatureView,
+    features: list[str],
+    repo_path: Path,
+    start: pd.Timestamp | None,
+    end: pd.Timestamp,
+) -> pd.DataFrame:
+    """The view's rows stamped in [start, end]: no others can join (pushed down to Parquet)."""
     source: Any = view.batch_source
     path = (
         source.path
@@ -128,7 +136,8 @@ def _read_source(view: FeatureView, features: list[str], repo_path: Path) -> pd.
     )
     ts_field = source.timestamp_field
     columns = [c.name for c in view.entity_columns] + [ts_field] + list(features)
-    frame = pd.read_parquet(path, columns=columns)
+    bounds = [(ts_field, "<=", end), *([(ts_field, ">=", start)] if start is not None else [])]
+    frame = pd.read_parquet(path, columns=columns, filters=bounds)
     frame = frame.rename(columns={ts_field: _FEATURE_TS})
     frame[_FEATURE_TS] = pd.to_datetime(frame[_FEATURE_TS], utc=True).astype("datetime64[ns, UTC]")
     return frame.sort_values(_FEATURE_TS, kind="stable")

@@ -36,7 +36,9 @@ class ExplainOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rows: int = Field(default=500, ge=50, le=20_000, description="Rows for Morris and PDP.")
-    ebm_rows: int = Field(default=5_000, ge=200, le=200_000, description="EBM training rows.")
+    ebm_rows: int = Field(
+        default=5_000, ge=200, le=200_000, description="EBM training rows (the most recent)."
+    )
     pdp_features: int = Field(default=3, ge=0, le=20, description="Most important, plotted.")
     local_rows: int = Field(default=3, ge=0, le=50, description="Rows explained by SHAP/LIME.")
     shap_background: int = Field(default=30, ge=5, le=500)

@@ -61,7 +61,7 @@ class GatePolicy(_Strict):
 
 
 class GateResult(BaseModel):
-    gate: str  # e.g. "minimum:auc", "segment:auc[region=south]", "data:min_test_rows"
+    gate: str  # e.g. "minimum:auc", "segment:auc[<segment>=<value>]", "data:min_test_rows"
     kind: GateKind
     passed: bool
     value: float | None = None

@@ -115,6 +115,9 @@ def starter_spec(name: str, sample: Path) -> dict[str, Any]:
             }
         },
         "feature_services": {f"{name}_v1": [f"{table}_features"]},
+        # filled in once the transform exists: they name its output features
+        "validation": {"segments": {}, "monotonic": {}, "invariance": []},
+        "monitoring": {"drift_features": []},
     }
 
 
