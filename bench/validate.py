@@ -59,7 +59,7 @@ def peak_rss(fn: Callable[[], Any]) -> tuple[Any, float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--transactions", type=int, default=12_000_000)
+    parser.add_argument("--transactions", type=int, default=20_000_000)
     parser.add_argument("--test-rows", dest="test_rows", type=int, default=200_000)
     parser.add_argument("--work", default=None, help="Reuse prepared data from an earlier run.")
     args = parser.parse_args()

@@ -105,6 +105,7 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
                 for part in ("train", "valid", "test")
             },
         },
+        label,
     )
     create_markdown_artifact(
         key=artifact_key("candidate", name),

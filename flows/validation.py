@@ -7,9 +7,7 @@ import time
 from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
-from feast import FeatureStore
 from prefect import flow, get_run_logger, pause_flow_run, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
@@ -28,20 +26,8 @@ from tasks.evaluate import (
     segment_masks,
     segment_metrics,
 )
-from tasks.explain import (
-    ExplainOptions,
-    GlassBox,
-    LocalExplanation,
-    dependence_plot,
-    filled,
-    glass_box,
-    importance_moves,
-    importance_plot,
-    local_explanations,
-    morris_importances,
-    partial_dependence,
-)
-from tasks.feature_store import fingerprint, labelled_set, open_store
+from tasks.explain import ExplainOptions, Explanation, explain_models, importance_moves
+from tasks.feature_store import fingerprint, open_store
 from tasks.gates import (
     DataEvidence,
     GatePolicy,
@@ -52,8 +38,8 @@ from tasks.gates import (
     metric_gates,
     segment_gates,
 )
-from tasks.holdout import holdout, read_labels, trained_to
-from tasks.models import LoadedModel, load_model
+from tasks.holdout import HoldoutError, holdout, read_labels, trained_to
+from tasks.models import REFERENCE, LoadedModel, load_model
 from tasks.registry import Registry, RegistryError
 from tasks.validation_report import publish_decision, publish_evidence
 
@@ -104,15 +90,6 @@ class Evaluation(BaseModel):
     segments: list[SegmentMetrics]
 
 
-class Explanation(BaseModel):
-    importances: dict[str, dict[str, float]]  # model label -> feature -> Morris mu*
-    glass_box: GlassBox
-    local: list[LocalExplanation]
-    dependence: dict[str, dict[str, dict[str, list[float]]]]  # model -> feature -> curve
-    plots: dict[str, bytes]
-    seconds: float
-
-
 @task(name="load-models", cache_policy=NO_CACHE)
 def load_models(
     registry: Registry, name: str, ref: int | None
@@ -127,17 +104,13 @@ def load_models(
     return candidate, load_model(registry, name, champion_ref)
 
 
-def _store(params: ValidationParams) -> FeatureStore:
-    return open_store(
-        load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
-    )
-
-
 @task(name="load-test-set", cache_policy=NO_CACHE)
 def load_test_set(
     params: ValidationParams, spec: DatasetSpec, labels: pd.DataFrame, models: list[LoadedModel]
 ) -> tuple[pd.DataFrame, DataEvidence]:
-    store = _store(params)
+    store = open_store(
+        load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
+    )
     seen = max(trained_to(m.metadata) for m in models)
     after = pd.Timestamp(params.test_from, tz="UTC") if params.test_from else seen
     services = list(dict.fromkeys(m.metadata["feature_service"] for m in models))
@@ -190,54 +163,32 @@ def behaviour(
 @task(name="explain", cache_policy=NO_CACHE)
 def explain(
     params: ValidationParams,
+    registry: Registry,
     spec: DatasetSpec,
-    labels: pd.DataFrame,
     test: pd.DataFrame,
     candidate: LoadedModel,
     champion: LoadedModel | None,
 ) -> Explanation:
     started = time.perf_counter()
-    opts, seed = params.explain, params.seed
-    label, features = spec.label.column, candidate.features
-    models = {f"candidate v{candidate.version}": candidate}
+    named = {f"candidate v{candidate.version}": candidate}
     if champion is not None:
-        models[f"champion v{champion.version}"] = champion
-    sample = test.sample(min(opts.rows, len(test)), random_state=seed)
-    columns = list(dict.fromkeys(f for m in models.values() for f in m.features))
-    background = filled(sample, columns)
-    importances = {
-        k: {f: v for f, v in morris_importances(m.predict, background).items() if f in m.features}
-        for k, m in models.items()
-    }
-    first = importances[next(iter(models))]
-    top = sorted(first, key=lambda f: -first[f])[: opts.pdp_features]
-    dependence = {
-        k: partial_dependence(m.predict, background, [f for f in top if f in m.features])
-        for k, m in models.items()
-    }
-    scores = candidate.predict(background)
-    order = np.argsort(scores)
-    rows = sorted({int(order[-1]), int(order[len(order) // 2]), int(order[0])})[: opts.local_rows]
-    local = local_explanations(candidate.predict, background, rows, opts.shap_background)
-
-    ts = pd.to_datetime(labels[spec.timestamp_field], utc=True)
-    train_end = pd.Timestamp(candidate.metadata["data"]["train"]["to"])
-    history = labels[ts <= train_end].assign(_ts=ts).nlargest(opts.ebm_rows, "_ts")  # most recent
-    history = history.drop(columns="_ts")
-    train = labelled_set(_store(params), spec, history, candidate.metadata["feature_service"])
-    reference = glass_box(
-        train, test, features, candidate.metadata.get("categorical", []), label, seed
-    )
-    plots = {"importances.png": importance_plot({**importances, "EBM": reference.importances})}
-    for f in top:
-        plots[f"dependence-{f}.png"] = dependence_plot(dependence, f)
-    return Explanation(
-        importances=importances,
-        glass_box=reference,
-        local=local,
-        dependence=dependence,
-        plots=plots,
-        seconds=time.perf_counter() - started,
+        named[f"champion v{champion.version}"] = champion
+    reference = pd.read_parquet(registry.file_uri(candidate.name, candidate.version, REFERENCE))
+    if spec.label.column not in reference.columns:
+        raise HoldoutError(
+            f"model '{candidate.name}' v{candidate.version}: {REFERENCE} has no label column "
+            f"'{spec.label.column}' (registered by an older training flow; train it again)"
+        )
+    train = reference.sample(min(params.explain.ebm_rows, len(reference)), random_state=params.seed)
+    return explain_models(
+        named,
+        train,
+        test,
+        candidate.metadata.get("categorical", []),
+        spec.label.column,
+        params.explain,
+        params.seed,
+        started,
     )
 
 
@@ -276,7 +227,7 @@ def validation(params: ValidationParams = ValidationParams()) -> ValidationResul
         *segment_gates(new.segments, old.segments if old else None, policy),
         *behaviour_gates(monotonic, invariance, policy.behaviour),
     ]
-    explanation = explain(params, spec, labels, test, candidate, champion)
+    explanation = explain(params, registry, spec, test, candidate, champion)
     ranked = list(explanation.importances.values())  # candidate first, then the champion
     moves = importance_moves(ranked[0], ranked[1]) if len(ranked) == 2 else []
     evidence = {

@@ -17,6 +17,9 @@ from typing import Any, Literal
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores.dask import (
     DaskOfflineStore,
@@ -98,13 +101,16 @@ def point_in_time_join(
         keys = [view.projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
         ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
         first, last = result[ENTITY_TS].min(), result[ENTITY_TS].max()
-        source = _read_source(view, features, repo_path, first - ttl if ttl else None, last)
-        source = source.rename(
-            columns={c.name: k for c, k in zip(view.entity_columns, keys, strict=True)}
-        )
+        names = {c.name: k for c, k in zip(view.entity_columns, keys, strict=True)}
         if full_feature_names:
             prefix = view.projection.name_to_use()
-            source = source.rename(columns={f: f"{prefix}__{f}" for f in features})
+            names |= {f: f"{prefix}__{f}" for f in features}
+        wanted = {
+            c.name: pa.array(result[k].drop_duplicates().to_numpy())
+            for c, k in zip(view.entity_columns, keys, strict=True)
+        }
+        start = first - ttl if ttl else None
+        source = _read_source(view, features, repo_path, (start, last), wanted, names)
         for key in keys:  # merge_asof needs identical key dtypes on both sides
             source[key] = source[key].astype(result[key].dtype)
         result = pd.merge_asof(
@@ -124,10 +130,16 @@ def _read_source(
     view: FeatureView,
     features: list[str],
     repo_path: Path,
-    start: pd.Timestamp | None,
-    end: pd.Timestamp,
+    window: tuple[pd.Timestamp | None, pd.Timestamp],
+    wanted: dict[str, pa.Array],
+    names: dict[str, str],
 ) -> pd.DataFrame:
-    """The view's rows stamped in [start, end]: no others can join (pushed down to Parquet)."""
+    """The rows that can join: stamped inside `window`, of `wanted` keys; sorted, renamed.
+
+    The time bounds are pushed down to Parquet; the key filter, renaming and sorting happen in
+    Arrow, which hands pandas one copy of only the rows that matter.
+    """
+    start, end = window
     source: Any = view.batch_source
     path = (
         source.path
@@ -137,7 +149,12 @@ def _read_source(
     ts_field = source.timestamp_field
     columns = [c.name for c in view.entity_columns] + [ts_field] + list(features)
     bounds = [(ts_field, "<=", end), *([(ts_field, ">=", start)] if start is not None else [])]
-    frame = pd.read_parquet(path, columns=columns, filters=bounds)
-    frame = frame.rename(columns={ts_field: _FEATURE_TS})
+    table = pq.read_table(path, columns=columns, filters=bounds)
+    for column, values in wanted.items():
+        table = table.filter(
+            pc.is_in(table.column(column), value_set=values.cast(table.schema.field(column).type))
+        )
+    renamed = [_FEATURE_TS if c == ts_field else names.get(c, c) for c in columns]
+    frame = table.rename_columns(renamed).sort_by(_FEATURE_TS).to_pandas()
     frame[_FEATURE_TS] = pd.to_datetime(frame[_FEATURE_TS], utc=True).astype("datetime64[ns, UTC]")
-    return frame.sort_values(_FEATURE_TS, kind="stable")
+    return frame

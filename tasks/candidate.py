@@ -12,6 +12,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.models import REFERENCE
 from tasks.registry import ModelVersion, Registry
 
 PACKAGES = ("lightgbm", "torch", "pandas", "numpy", "scikit-learn", "feast", "prefect", "dask")
@@ -52,13 +53,14 @@ def register_candidate(
     reference: pd.DataFrame,
     features: list[str],
     metadata: dict[str, Any],
+    label: str,
 ) -> ModelVersion:
-    """Register model files + a reference sample of training features + the metadata."""
+    """Register model files + a reference sample of training rows (features, label) + metadata."""
     buffer = io.BytesIO()
-    reference[features].to_parquet(buffer, index=False)
+    reference[[*features, label]].to_parquet(buffer, index=False)
     files = {
         **model_files,
-        "reference.parquet": buffer.getvalue(),
+        REFERENCE: buffer.getvalue(),
         "features.json": json.dumps({"features": features}).encode(),
     }
     full = {**metadata, "git_sha": git_sha(), "packages": package_versions()}

@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import matplotlib
 
@@ -37,7 +38,7 @@ class ExplainOptions(BaseModel):
 
     rows: int = Field(default=500, ge=50, le=20_000, description="Rows for Morris and PDP.")
     ebm_rows: int = Field(
-        default=5_000, ge=200, le=200_000, description="EBM training rows (the most recent)."
+        default=5_000, ge=200, le=200_000, description="EBM rows from the reference sample."
     )
     pdp_features: int = Field(default=3, ge=0, le=20, description="Most important, plotted.")
     local_rows: int = Field(default=3, ge=0, le=50, description="Rows explained by SHAP/LIME.")
@@ -231,3 +232,62 @@ def dependence_plot(curves: dict[str, dict[str, dict[str, list[float]]]], featur
     ax.set_ylabel("mean predicted probability")
     ax.legend()
     return _png(fig)
+
+
+class Explained(Protocol):
+    @property
+    def features(self) -> list[str]: ...
+    @property
+    def predict(self) -> Predict: ...
+
+
+class Explanation(BaseModel):
+    importances: dict[str, dict[str, float]]  # model label -> feature -> Morris mu*
+    glass_box: GlassBox
+    local: list[LocalExplanation]
+    dependence: dict[str, dict[str, dict[str, list[float]]]]  # model -> feature -> curve
+    plots: dict[str, bytes]
+    seconds: float
+
+
+def explain_models(
+    models: Mapping[str, Explained],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    categorical: list[str],
+    label: str,
+    opts: ExplainOptions,
+    seed: int,
+    started: float,
+) -> Explanation:
+    """Explain the first model (the candidate), compare it with the others, fit the EBM.
+
+    `train` holds labelled training rows for the glass box; `started` is a perf_counter value.
+    """
+    candidate = next(iter(models.values()))
+    sample = test.sample(min(opts.rows, len(test)), random_state=seed)
+    background = filled(sample, list(dict.fromkeys(f for m in models.values() for f in m.features)))
+    importances = {
+        k: {f: v for f, v in morris_importances(m.predict, background).items() if f in m.features}
+        for k, m in models.items()
+    }
+    first = next(iter(importances.values()))
+    top = sorted(first, key=lambda f: -first[f])[: opts.pdp_features]
+    dependence = {
+        k: partial_dependence(m.predict, background, [f for f in top if f in m.features])
+        for k, m in models.items()
+    }
+    order = np.argsort(candidate.predict(background))
+    rows = sorted({int(order[-1]), int(order[len(order) // 2]), int(order[0])})[: opts.local_rows]
+    reference = glass_box(train, test, candidate.features, categorical, label, seed)
+    plots = {"importances.png": importance_plot({**importances, "EBM": reference.importances})}
+    for f in top:
+        plots[f"dependence-{f}.png"] = dependence_plot(dependence, f)
+    return Explanation(
+        importances=importances,
+        glass_box=reference,
+        local=local_explanations(candidate.predict, background, rows, opts.shap_background),
+        dependence=dependence,
+        plots=plots,
+        seconds=time.perf_counter() - started,
+    )

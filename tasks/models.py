@@ -16,6 +16,7 @@ from tasks.registry import Registry
 from tasks.train_torch import load_model as load_torch
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
+REFERENCE = "reference.parquet"  # a sample of training rows: features and label
 
 
 class ModelLoadError(ValueError):
