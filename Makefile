@@ -43,3 +43,4 @@ bench: setup
 	$(VENV)/bin/python -m bench.preprocess
 	$(VENV)/bin/python -m bench.features
 	$(VENV)/bin/python -m bench.train
+	$(VENV)/bin/python -m bench.validate

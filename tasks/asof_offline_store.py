@@ -148,7 +148,10 @@ def _read_source(
     )
     ts_field = source.timestamp_field
     columns = [c.name for c in view.entity_columns] + [ts_field] + list(features)
-    bounds = [(ts_field, "<=", end), *([(ts_field, ">=", start)] if start is not None else [])]
+    # Arrow takes the bounds at microseconds: round outwards so no nanosecond row is lost
+    bounds = [(ts_field, "<=", end.ceil("us"))]
+    if start is not None:
+        bounds.append((ts_field, ">=", start.floor("us")))
     table = pq.read_table(path, columns=columns, filters=bounds)
     for column, values in wanted.items():
         table = table.filter(
