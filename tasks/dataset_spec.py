@@ -117,7 +117,7 @@ class GenerateOptions(_Strict):
     """What every dataset generator takes: size, seed, defects and drift."""
 
     rows: int = Field(
-        default=100_000, ge=1_000, le=20_000_000, description="Rows of the main table."
+        default=100_000, ge=1_000, le=100_000_000, description="Rows of the main table."
     )
     seed: int = Field(default=0, ge=0)
     start: date = Field(default=date(2025, 1, 1), description="First day of the data.")
