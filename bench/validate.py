@@ -29,6 +29,7 @@ from bench.features import SERVICE, prepare
 from blocks import FeatureRepo, ModelRegistry
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, validation
+from tasks.datasets import model_name
 from tasks.feature_store import apply_definitions, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,8 +68,10 @@ def main() -> None:
     started = time.perf_counter()
     spec, features = prepare(work, args.transactions)
     labels = len(pd.read_parquet(features / "labels", columns=[spec.timestamp_field]))
-    print(f"data: {args.transactions:,} transactions, {labels:,} labelled applications "
-          f"({time.perf_counter() - started:.0f} s to generate and prepare)")
+    print(
+        f"data: {args.transactions:,} transactions, {labels:,} labelled applications "
+        f"({time.perf_counter() - started:.0f} s to generate and prepare)"
+    )
     test_share = args.test_rows / labels
     if not 0.05 < test_share < 0.6:
         raise SystemExit(f"--test-rows {args.test_rows} is {test_share:.0%} of the labels")
@@ -89,7 +92,7 @@ def main() -> None:
         ModelRegistry(root_uri=str(work / f"registry-{time.time_ns()}")).save(
             "bench-registry", overwrite=True
         )
-        name = SERVICE.replace("_", "-")
+        name = model_name(SERVICE)
         train = TrainingParams(test_share=test_share, valid_share=0.1, **common)
         champion = training(train)
         ModelRegistry.load("bench-registry").registry().set_alias(name, "champion", 1)
@@ -104,15 +107,23 @@ def main() -> None:
             registry.read_record(name, 2, "validation", result.record, "evidence.json")
         )
     explain_s = evidence["explain_seconds"]
-    print(f"champion v1 test AUC {champion.metrics['test_auc']:.4f}, candidate v2 "
-          f"{candidate.metrics['test_auc']:.4f}; decision: {result.decision} {result.failed_gates}")
-    print(f"test set: {evidence['data']['test_rows']:,} rows; candidate trained on "
-          f"{registry.get(name, 2).metadata['data']['train']['rows']:,} rows")
+    print(
+        f"champion v1 test AUC {champion.metrics['test_auc']:.4f}, candidate v2 "
+        f"{candidate.metrics['test_auc']:.4f}; decision: {result.decision} {result.failed_gates}"
+    )
+    print(
+        f"test set: {evidence['data']['test_rows']:,} rows; candidate trained on "
+        f"{registry.get(name, 2).metadata['data']['train']['rows']:,} rows"
+    )
     print(f"training flow (candidate):   {train_s:7.2f} s   peak RSS {train_peak:.2f} GiB")
-    print(f"validation flow:             {validate_s:7.2f} s   peak RSS {peak:.2f} GiB "
-          f"(+{peak - before:.2f} GiB over the {before:.2f} GiB before it)")
-    print(f"  of which explanations:     {explain_s:7.2f} s   "
-          f"(EBM fit {evidence['glass_box']['fit_seconds']:.2f} s)")
+    print(
+        f"validation flow:             {validate_s:7.2f} s   peak RSS {peak:.2f} GiB "
+        f"(+{peak - before:.2f} GiB over the {before:.2f} GiB before it)"
+    )
+    print(
+        f"  of which explanations:     {explain_s:7.2f} s   "
+        f"(EBM fit {evidence['glass_box']['fit_seconds']:.2f} s)"
+    )
     print(f"explanations / training: {explain_s / train_s:.3f}")
     print(f"validation / training:   {validate_s / train_s:.3f}  (target < 0.5)")
 

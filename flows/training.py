@@ -12,7 +12,7 @@ from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
 from tasks.artifacts import artifact_key
 from tasks.candidate import data_summary, register_candidate_task
 from tasks.dataset_spec import DatasetSpec, monotone
-from tasks.datasets import DEFAULT_DATASET
+from tasks.datasets import DEFAULT_DATASET, model_name
 from tasks.feature_store import fingerprint, labelled_set, open_store, service_features
 from tasks.train_lightgbm import LightGBMParams, binary_metrics
 from tasks.train_torch import TorchParams
@@ -65,7 +65,7 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     service = params.feature_service or next(iter(spec.feature_services))
     if service not in spec.feature_services:
         raise ValueError(f"feature_service '{service}' is not one of {list(spec.feature_services)}")
-    name = params.model_name or service.replace("_", "-")
+    name = params.model_name or model_name(service)
     frame, features, categorical, feature_fp = load_training_set(spec, params, service)
     label = spec.label.column
     check_training_set(frame, features, label)

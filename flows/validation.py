@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, ValidationPolicy, load_or_default, resolve_dataset
 from tasks.dataset_spec import DatasetSpec
+from tasks.datasets import default_model
 from tasks.evaluate import (
     InvarianceResult,
     MonotonicResult,
@@ -49,7 +50,7 @@ Decision = Literal["challenger", "rejected"]
 class ValidationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_name: str = Field(default="credit-risk-default-v1", description="A registered model.")
+    model_name: str | None = Field(default=None, description="Default: the demo's model.")
     candidate: int | None = Field(default=None, ge=1, description="Default: the newest version.")
     labels_uri: str | None = Field(
         default=None, description="Labelled entity rows; default data_prep's labels."
@@ -210,7 +211,7 @@ def validation(params: ValidationParams = ValidationParams()) -> ValidationResul
     logger = get_run_logger()
     registry = load_or_default(ModelRegistry, params.registry_block, ModelRegistry()).registry()
     policy = load_or_default(ValidationPolicy, params.policy_block, ValidationPolicy()).policy
-    name = params.model_name
+    name = params.model_name or default_model()
     candidate, champion = load_models(registry, name, params.candidate)
     models = [candidate] if champion is None else [candidate, champion]
     spec = resolve_dataset(candidate.metadata["dataset"])

@@ -29,3 +29,13 @@ def get_dataset(name: str) -> DatasetSpec:
 
 def list_datasets() -> list[DatasetSpec]:
     return [get_dataset(name) for name in spec_paths()]
+
+
+def model_name(service: str) -> str:
+    """The registry name of a feature service's model (registry names use dashes)."""
+    return service.replace("_", "-")
+
+
+def default_model() -> str:
+    """The model of the default dataset's first feature service."""
+    return model_name(next(iter(get_dataset(DEFAULT_DATASET).feature_services)))
