@@ -148,7 +148,7 @@ def cmd_models(args: argparse.Namespace) -> None:
                 decision = _last_decision(registry, args.name, v.version)
                 print(
                     f"{args.name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}"
-                    f"  {decision.get('decision', 'not validated')}"
+                    f"  validation: {decision.get('decision', '-')}"
                 )
         else:
             version = registry.get(args.name, args.ref)

@@ -125,8 +125,9 @@ def load_test_set(
         worst_null_rate=float(nulls.max()),
         fingerprint_trained=candidate.metadata["feature_fingerprint"],
         fingerprint_now=fingerprint(store, candidate.metadata["feature_service"]),
-        test_from=frame[spec.timestamp_field].min().to_pydatetime(),
-        trained_to=seen.to_pydatetime(),
+        # rounded outwards to the microseconds a datetime holds: the order is kept
+        test_from=frame[spec.timestamp_field].min().ceil("us").to_pydatetime(),
+        trained_to=seen.floor("us").to_pydatetime(),
     )
     return frame, evidence
 
