@@ -10,10 +10,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-import torch
 
 from tasks.registry import Registry
-from tasks.train_torch import load_model as load_torch
+from tasks.train_torch import torch_predictor
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
 REFERENCE = "reference.parquet"  # a sample of training rows: features and label
@@ -38,14 +37,7 @@ def _lightgbm(files: dict[str, bytes], features: list[str]) -> Predict:
 
 
 def _torch(files: dict[str, bytes], features: list[str]) -> Predict:
-    model, encoding = load_torch(files["model.pt"], json.loads(files["model.json"]))
-
-    def predict(frame: pd.DataFrame) -> np.ndarray:
-        numeric, codes = encoding.transform(frame)
-        with torch.no_grad():
-            return torch.sigmoid(model(numeric, codes)).numpy().astype("float64")
-
-    return predict
+    return torch_predictor(files["model.pt"], json.loads(files["model.json"]))
 
 
 LOADERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, bytes], list[str]], Predict]]] = {

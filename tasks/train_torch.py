@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -155,8 +156,17 @@ def load_model(state: bytes, config: dict) -> tuple[TabularMLP, Encoding]:
     return model.eval(), encoding
 
 
-def predict_torch(state: bytes, config: dict, frame: pd.DataFrame) -> np.ndarray:
+def torch_predictor(state: bytes, config: dict) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Load once; the returned function scores frames (probability of the positive class)."""
     model, encoding = load_model(state, config)
-    numeric, codes = encoding.transform(frame)
-    with torch.no_grad():
-        return torch.sigmoid(model(numeric, codes)).numpy().astype("float64")
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        numeric, codes = encoding.transform(frame)
+        with torch.no_grad():
+            return torch.sigmoid(model(numeric, codes)).numpy().astype("float64")
+
+    return predict
+
+
+def predict_torch(state: bytes, config: dict, frame: pd.DataFrame) -> np.ndarray:
+    return torch_predictor(state, config)(frame)

@@ -190,3 +190,30 @@ def test_bad_input_is_named_and_aliases_stay(prepared: Path, tmp_path: Path) -> 
         _validate(prepared, "credit-bad", candidate=1, labels_uri=str(unlabelled))
     assert registry.aliases("credit-bad") == {"champion": 1}
     assert registry.records("credit-bad", 1, "decision") == []
+
+
+def test_a_torch_candidate_is_validated_like_any_other(prepared: Path) -> None:
+    from tasks.train_torch import TorchParams
+
+    training(
+        TrainingParams(
+            data_uri=str(prepared),
+            model_name="credit-mlp",
+            trainer="torch",
+            torch=TorchParams(processes=1, epochs=5, batch_size=256),
+            feature_repo_block="tmp-feast",
+            registry_block="tmp-registry",
+        )
+    )
+    result = _validate(prepared, "credit-mlp", explain=SMALL)
+    assert result.metrics["auc"] > 0.55
+    evidence = json.loads(
+        _registry().read_record("credit-mlp", 1, "validation", result.record, "evidence.json")
+    )
+    assert {g["gate"] for g in evidence["gates"]} >= {
+        "minimum:auc",
+        "behaviour:monotonic[missed_payments_12m]",
+    }
+    assert (result.decision == "challenger") == (result.failed_gates == [])
+    aliases = {"challenger": 1} if result.decision == "challenger" else {}
+    assert _registry().aliases("credit-mlp") == aliases
