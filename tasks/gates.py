@@ -87,29 +87,23 @@ def _fmt(value: float) -> str:
 def metric_gates(
     candidate: dict[str, float], champion: dict[str, float] | None, policy: GatePolicy
 ) -> list[GateResult]:
+    bounds: list[tuple[GateKind, str, float]] = [
+        *(("minimum", m, limit) for m, limit in policy.minimums.items()),
+        *(("maximum", m, limit) for m, limit in policy.maximums.items()),
+    ]
     out = []
-    for metric, low in policy.minimums.items():
+    for kind, metric, limit in bounds:
         v = candidate[metric]
+        within = v >= limit if kind == "minimum" else v <= limit
         out.append(
             GateResult(
-                gate=f"minimum:{metric}",
-                kind="minimum",
-                passed=not math.isnan(v) and v >= low,
+                gate=f"{kind}:{metric}",
+                kind=kind,
+                passed=not math.isnan(v) and within,
                 value=v,
-                threshold=low,
-                detail=f"{metric} {_fmt(v)} must be >= {_fmt(low)}",
-            )
-        )
-    for lower, high in policy.maximums.items():
-        v = candidate[lower]
-        out.append(
-            GateResult(
-                gate=f"maximum:{lower}",
-                kind="maximum",
-                passed=not math.isnan(v) and v <= high,
-                value=v,
-                threshold=high,
-                detail=f"{lower} {_fmt(v)} must be <= {_fmt(high)}",
+                threshold=limit,
+                detail=f"{metric} {_fmt(v)} must be {'>=' if kind == 'minimum' else '<='} "
+                f"{_fmt(limit)}",
             )
         )
     if champion is not None:

@@ -23,11 +23,9 @@ def read_labels(uri: str, spec: DatasetSpec) -> pd.DataFrame:
         raise HoldoutError(f"{uri}: no labelled rows there (run data_prep, or pass labels_uri)")
     frame = pd.read_parquet(uri)
     label = spec.label.column
-    if label not in frame.columns:
-        raise HoldoutError(f"{uri}: the test set has no label column '{label}'")
-    missing = [c for c in [spec.timestamp_field] if c not in frame.columns]
-    if missing:
-        raise HoldoutError(f"{uri}: the test set lacks column(s) {missing}")
+    for what, column in (("label", label), ("timestamp", spec.timestamp_field)):
+        if column not in frame.columns:
+            raise HoldoutError(f"{uri}: the test set has no {what} column '{column}'")
     frame = frame.dropna(subset=[label])
     if frame.empty:
         raise HoldoutError(f"{uri}: no row has a value in label column '{label}'")

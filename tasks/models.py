@@ -54,14 +54,14 @@ def load_model(registry: Registry, name: str, ref: int | str) -> LoadedModel:
     if trainer not in LOADERS:
         raise ModelLoadError(f"{where}: unknown trainer {trainer!r} (known: {sorted(LOADERS)})")
     names, build = LOADERS[trainer]
-    file = "features.json"
     try:
-        features = list(json.loads(registry.read(name, version.version, file))["features"])
-        files = {}
-        for file in names:
-            files[file] = registry.read(name, version.version, file)
-        file = ", ".join(names)
-        predict = build(files, features)
-    except Exception as exc:  # any parse error of a stored file is a load failure
-        raise ModelLoadError(f"{where}: cannot load {file}: {exc}") from exc
+        features = list(
+            json.loads(registry.read(name, version.version, "features.json"))["features"]
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"{where}: cannot load features.json: {exc}") from exc
+    try:  # any parse error of a stored model file is a load failure
+        predict = build({f: registry.read(name, version.version, f) for f in names}, features)
+    except Exception as exc:
+        raise ModelLoadError(f"{where}: cannot load {', '.join(names)}: {exc}") from exc
     return LoadedModel(name, version.version, features, version.metadata, predict)

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.train_lightgbm import LightGBMParams, predict, train_lightgbm
-from tasks.train_torch import TorchParams, predict_torch, train_torch
+from tasks.train_torch import TorchParams, torch_predictor, train_torch
 from tasks.training_data import Split
 
 Trainer = Literal["lightgbm", "torch"]
@@ -63,7 +63,7 @@ def fit_torch(data: TrainingInputs, params: BaseModel) -> Fitted:
     return Fitted(
         files={"model.pt": trained.state_dict, "model.json": json.dumps(trained.config).encode()},
         metrics=trained.metrics,
-        predict=lambda frame: predict_torch(trained.state_dict, trained.config, frame),
+        predict=torch_predictor(trained.state_dict, trained.config),
         details={"backend": params.backend, "processes": params.processes},
     )
 
