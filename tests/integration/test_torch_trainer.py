@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.train_torch import TorchParams, predict_torch, train_torch
+from tasks.train_torch import TorchParams, launch_command, predict_torch, train_torch
 from tasks.training_data import time_split
 
 pytestmark = pytest.mark.integration
@@ -43,3 +43,14 @@ def test_data_parallel_training_learns_and_reloads(split, backend: str, processe
     assert trained.metrics["valid_auc"] > 0.85
     scores = predict_torch(trained.state_dict, trained.config, split.test)  # weights_only load
     assert scores.shape == (len(split.test),) and np.isfinite(scores).all()
+
+
+def test_horovod_cycle_time_is_longer_on_cpu(tmp_path) -> None:
+    def cycle(**params) -> str | None:
+        command = launch_command(TorchParams(processes=2, **params), tmp_path / "config.json")
+        flag = "--cycle-time-ms"
+        return command[command.index(flag) + 1] if flag in command else None
+
+    assert cycle() == "5.0"  # CPU: fewer wake-ups of Horovod's thread on busy cores
+    assert cycle(device="cuda") is None  # Horovod's own default
+    assert cycle(horovod_cycle_time_ms=2.5) == "2.5"
