@@ -3,11 +3,14 @@
 1. `get_historical_features` for 1M labelled entity rows (the credit-risk feature service:
    3 views, 25 features) against a hand-written `pandas.merge_asof` of the same Parquet
    tables (the lower bound: read, sort, as-of join per view with its TTL), median of 3 each.
-2. Online lookups from the SQLite store for 1 and 100 entities: p50/p99 in process
-   (`FeatureStore.get_online_features`) and through Feast's feature server (`feast serve`)
-   over HTTP on 127.0.0.1, whose added latency is reported.
+2. Online lookups for 1 and 100 random entities (the same draws for every path), p50/p99:
+   in process with `OnlineReader` (the serving path) on the SQLite online store
+   (tasks/online_store.py); Feast's SDK (`FeatureStore.get_online_features`) on the same store
+   and on Feast's built-in SQLite store; Feast's feature server (`feast serve`) over HTTP on
+   127.0.0.1, whose added latency over the SDK is reported. Also: materialization into the
+   SQLite online store against Feast's built-in one, same rows.
 
-    python -m bench.features                     # about 3 minutes on 2 cores
+    python -m bench.features                     # about 5 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -28,14 +31,18 @@ from pathlib import Path
 import dask
 import numpy as np
 import pandas as pd
+from feast import FeatureStore
+from feast.repo_config import RepoConfig
 
 from features.credit_risk.generator import generate_demo
+from tasks.asof_offline_store import STORE_TYPE
 from tasks.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.datasets import get_dataset
 from tasks.feature_store import (
     StoreSettings,
     apply_definitions,
     materialize,
+    online_reader,
     open_store,
     training_set,
     view_name,
@@ -110,35 +117,42 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def online_in_process(store, entities: list[dict], n: int) -> tuple[float, float]:
-    service = store.get_feature_service(SERVICE)
+def latencies(lookup, batches: list[list[dict]]) -> tuple[float, float]:
     samples = []
-    for _ in range(n):
+    for entities in batches:
         start = time.perf_counter()
-        store.get_online_features(features=service, entity_rows=entities).to_dict()
+        lookup(entities)
         samples.append(time.perf_counter() - start)
     return percentiles(samples[20:])
 
 
-def online_over_http(port: int, entities: list[dict], n: int) -> tuple[float, float]:
-    body = json.dumps(
-        {
-            "feature_service": SERVICE,
-            "entities": {"customer_id": [e["customer_id"] for e in entities]},
-        }
-    ).encode()
-    samples = []
-    for _ in range(n):
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/get-online-features",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        start = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            resp.read()
-        samples.append(time.perf_counter() - start)
-    return percentiles(samples[20:])
+def feast_sqlite_store(store: FeatureStore, root: Path) -> FeatureStore:
+    """The same repository with Feast's built-in SQLite online store (the reference)."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(
+        project=store.project,
+        provider="local",
+        registry=str(root / "registry.db"),
+        online_store={"type": "sqlite", "path": str(root / "online_store.db")},
+        offline_store={"type": STORE_TYPE},
+        entity_key_serialization_version=3,
+        repo_path=store.config.repo_path,
+    )
+    return FeatureStore(config=config)
+
+
+def over_http(port: int, entities: list[dict]) -> bytes:
+    body = {
+        "feature_service": SERVICE,
+        "entities": {"customer_id": [e["customer_id"] for e in entities]},
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/get-online-features",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.read()
 
 
 def start_feature_server(repo: Path, data_root: Path, port: int) -> subprocess.Popen:
@@ -190,8 +204,14 @@ def main() -> None:
         sqlite_path=str(repo.parent / "data" / "feast" / "online_store.db"),
     )
     store = open_store(settings)
-    apply_definitions(store, spec, str(link))
-    materialize(store, spec, end=datetime.now(UTC))
+    reference = feast_sqlite_store(store, work / "feast-sqlite")
+    now = datetime.now(UTC)
+    loads = {}
+    for name, target in (("SQLite online store", store), ("Feast's SQLite store", reference)):
+        apply_definitions(target, spec, str(link))
+        start = time.perf_counter()
+        materialize(target, spec, end=now)
+        loads[name] = time.perf_counter() - start
 
     entity_df = entity_rows(features, args.entities)
     base_s, expected = timed(lambda: merge_asof_baseline(spec, features, entity_df), args.repeats)
@@ -212,24 +232,45 @@ def main() -> None:
     print(f"  feast get_historical_features:   {feast_s:6.2f} s")
     print(f"  ratio feast / merge_asof: {feast_s / base_s:.2f}x  (target <= 3x); results identical")
 
-    customers = entity_df["customer_id"].unique()[:100].tolist()
-    one, hundred = [{"customer_id": customers[0]}], [{"customer_id": c} for c in customers]
+    print("materialize (all views, same rows):")
+    for name, seconds in loads.items():
+        print(f"  {name:>22}: {seconds:6.2f} s")
+    rng = np.random.default_rng(1)
+    customers = pd.read_parquet(features / "customer_profile", columns=["customer_id"])
+    ids = customers["customer_id"].unique()
+    draws = {
+        n: [
+            [{"customer_id": int(c)} for c in rng.choice(ids, n, replace=False)]
+            for _ in range(args.lookups)
+        ]
+        for n in (1, 100)
+    }
+    reader = online_reader(store, SERVICE)
+
+    def sdk(target: FeatureStore):
+        service = target.get_feature_service(SERVICE)
+        return lambda rows: target.get_online_features(features=service, entity_rows=rows).to_dict()
+
+    paths = {
+        "OnlineReader": reader.read,
+        "Feast SDK": sdk(store),
+        "Feast SDK, Feast's SQLite store": sdk(reference),
+        "feast serve, HTTP": lambda rows: over_http(args.port, rows),
+    }
     server = start_feature_server(repo, data_root, args.port)
     try:
-        rows = []
-        for label, entities in (("1 entity", one), ("100 entities", hundred)):
-            local = online_in_process(store, entities, args.lookups)
-            http = online_over_http(args.port, entities, args.lookups)
-            rows.append((label, local, http))
+        results = {(name, n): latencies(fn, draws[n]) for n in draws for name, fn in paths.items()}
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"online lookups from SQLite ({args.lookups} each, after 20 warm-up), ms:")
-    for label, (p50, p99), (h50, h99) in rows:
-        print(
-            f"  {label:>12}: in process p50 {p50:6.2f} p99 {p99:6.2f} | over HTTP (feast serve) "
-            f"p50 {h50:6.2f} p99 {h99:6.2f} | server adds p50 {h50 - p50:+.2f}"
-        )
+    print(f"online lookups, random entities ({args.lookups} each, after 20 warm-up), ms:")
+    for n in draws:
+        print(f"  {n} entit{'y' if n == 1 else 'ies'}:")
+        for name in paths:
+            p50, p99 = results[(name, n)]
+            print(f"    {name:>32}: p50 {p50:6.2f}  p99 {p99:6.2f}")
+        added = results[("feast serve, HTTP", n)][0] - results[("Feast SDK", n)][0]
+        print(f"    the feature server adds p50 {added:+.2f} ms to the SDK in process")
     print("  targets in process: p99 < 2 ms for 1 entity, < 5 ms for 100")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

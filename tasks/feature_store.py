@@ -24,6 +24,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.asof_offline_store import STORE_TYPE
 from tasks.dataset_spec import DatasetSpec
+from tasks.online_reader import OnlineReader, OnlineStoreError
+from tasks.online_store import STORE_TYPE as ONLINE_STORE_TYPE
 from tasks.validate import empty_frame
 
 FEAST_TYPES: dict[str, PrimitiveFeastType] = {
@@ -109,14 +111,15 @@ def feast_objects(spec: DatasetSpec, features_uri: str) -> list[Any]:
 
 
 def open_store(settings: StoreSettings) -> FeatureStore:
-    """A FeatureStore configured in code (local provider, file offline store)."""
+    """A FeatureStore configured in code (local provider, file offline store, the SQLite
+    online store of tasks/online_store.py or Feast's Redis store)."""
     online: dict[str, Any]
     if settings.online_store == "redis":
         if not settings.redis_connection_string:
             raise FeatureStoreError("online_store redis needs redis_connection_string")
         online = {"type": "redis", "connection_string": settings.redis_connection_string}
     else:
-        online = {"type": "sqlite", "path": str(Path(settings.sqlite_path).resolve())}
+        online = {"type": ONLINE_STORE_TYPE, "path": str(Path(settings.sqlite_path).resolve())}
     for path in (settings.registry_path, settings.sqlite_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(
@@ -214,16 +217,39 @@ def service_features(
     return features, categorical
 
 
+def online_reader(store: FeatureStore, service: str) -> OnlineReader:
+    """A reader of the service's features from the SQLite online store, for serving processes
+    (hold one: it resolves the views once)."""
+    online = store.config.online_store
+    if online.type != ONLINE_STORE_TYPE:
+        raise FeatureStoreError(f"online_reader needs the SQLite online store, not {online.type}")
+    fs = _service(store, service)
+    features = {p.name: [f.name for f in p.features] for p in fs.feature_view_projections}
+    try:
+        return OnlineReader(online.path, store.project, features)
+    except OnlineStoreError as exc:
+        raise FeatureStoreError(f"feature service '{service}': {exc}") from exc
+
+
 def online_features(
     store: FeatureStore, spec: DatasetSpec, service: str, entities: list[dict[str, Any]]
 ) -> pd.DataFrame:
-    """Latest feature values for serving-time lookups."""
+    """Latest feature values for serving-time lookups (join keys, then features)."""
     fs = _service(store, service)
     missing = [k for k in spec.service_keys(service) if any(k not in e for e in entities)]
     if missing:
         raise FeatureStoreError(f"entity rows lack join key(s) {missing}")
-    response = store.get_online_features(features=fs, entity_rows=entities)
-    return response.to_df()
+    if store.config.online_store.type != ONLINE_STORE_TYPE:
+        frame = store.get_online_features(features=fs, entity_rows=entities).to_df()
+        features = [f.name for p in fs.feature_view_projections for f in p.features]
+        return frame[[*spec.service_keys(service), *features]]  # Feast's order is a set's
+    reader = online_reader(store, service)
+    try:
+        return pd.DataFrame(reader.read(entities))
+    except OnlineStoreError as exc:
+        raise FeatureStoreError(f"feature service '{service}': {exc}") from exc
+    finally:
+        reader.close()
 
 
 def fingerprint(store: FeatureStore, service: str) -> str:
@@ -369,12 +395,12 @@ def run_feast_cli(repo_path: str, command: str, data_root: str | None = None) ->
 
 
 def _make_store_folders(repo: Path) -> None:
-    """Feast does not create the folders of its registry and SQLite online store itself."""
+    """Feast does not create the folder of its registry itself (nor of Feast's SQLite store)."""
     config = yaml.safe_load((repo / "feature_store.yaml").read_text()) or {}
     registry = config.get("registry")
     paths = [registry.get("path") if isinstance(registry, dict) else registry]
     online = config.get("online_store") or {}
-    if isinstance(online, dict) and online.get("type", "sqlite") == "sqlite":
+    if isinstance(online, dict) and online.get("type", "sqlite") in ("sqlite", ONLINE_STORE_TYPE):
         paths.append(online.get("path"))
     for path in filter(None, paths):
         if "://" not in path:
