@@ -26,6 +26,7 @@ from tasks.asof_offline_store import STORE_TYPE
 from tasks.dataset_spec import DatasetSpec
 from tasks.online_reader import OnlineReader, OnlineStoreError
 from tasks.online_store import STORE_TYPE as ONLINE_STORE_TYPE
+from tasks.online_store import store_path
 from tasks.validate import empty_frame
 
 FEAST_TYPES: dict[str, PrimitiveFeastType] = {
@@ -226,7 +227,7 @@ def online_reader(store: FeatureStore, service: str) -> OnlineReader:
     fs = _service(store, service)
     features = {p.name: [f.name for f in p.features] for p in fs.feature_view_projections}
     try:
-        return OnlineReader(online.path, store.project, features)
+        return OnlineReader(store_path(store.config), store.project, features)
     except OnlineStoreError as exc:
         raise FeatureStoreError(f"feature service '{service}': {exc}") from exc
 
@@ -395,12 +396,12 @@ def run_feast_cli(repo_path: str, command: str, data_root: str | None = None) ->
 
 
 def _make_store_folders(repo: Path) -> None:
-    """Feast does not create the folder of its registry itself (nor of Feast's SQLite store)."""
+    """Feast does not create the folders of its registry and SQLite online store itself."""
     config = yaml.safe_load((repo / "feature_store.yaml").read_text()) or {}
     registry = config.get("registry")
     paths = [registry.get("path") if isinstance(registry, dict) else registry]
     online = config.get("online_store") or {}
-    if isinstance(online, dict) and online.get("type", "sqlite") in ("sqlite", ONLINE_STORE_TYPE):
+    if isinstance(online, dict) and online.get("type", "sqlite") == "sqlite":
         paths.append(online.get("path"))
     for path in filter(None, paths):
         if "://" not in path:

@@ -57,6 +57,12 @@ class RowSqliteOnlineStoreConfig(FeastConfigBaseModel):
     path: StrictStr = "data/online_store.db"
 
 
+def store_path(config: RepoConfig) -> Path:
+    """The database file; a relative path is relative to the Feast repository."""
+    path = Path(config.online_store.path)
+    return path if path.is_absolute() or not config.repo_path else config.repo_path / path
+
+
 def _micros(ts: datetime) -> int:
     aware = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
     return (aware - EPOCH) // timedelta(microseconds=1)
@@ -90,14 +96,9 @@ def _plain(value: ValueProto) -> Any:
 class RowSqliteOnlineStore(OnlineStore):
     _conn: sqlite3.Connection | None = None
 
-    @staticmethod
-    def _path(config: RepoConfig) -> Path:
-        path = Path(config.online_store.path)
-        return path if path.is_absolute() or not config.repo_path else config.repo_path / path
-
     def _connection(self, config: RepoConfig) -> sqlite3.Connection:
         if self._conn is None:
-            path = self._path(config)
+            path = store_path(config)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")  # readers never wait on materialize
