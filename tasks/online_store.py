@@ -27,6 +27,7 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import StrictStr
 
 from tasks.online_reader import (
+    MAX_KEYS_PER_QUERY,
     NULL_TIMESTAMP,
     VIEWS_TABLE,
     OnlineStoreError,
@@ -165,9 +166,14 @@ class RowSqliteOnlineStore(OnlineStore):
         exists = conn.execute(f"SELECT 1 FROM {VIEWS_TABLE} WHERE name = ?", (name,)).fetchone()
         if not exists:
             return [(None, None)] * len(keys)
-        marks = ",".join("?" * len(keys))
-        sql = f'SELECT entity_key, event_us, "row" FROM "{name}" WHERE entity_key IN ({marks})'
-        found = {k: (ts, row) for k, ts, row in conn.execute(sql, list(set(keys)))}
+        unique, found = list(set(keys)), {}
+        for start in range(0, len(unique), MAX_KEYS_PER_QUERY):
+            chunk = unique[start : start + MAX_KEYS_PER_QUERY]
+            sql = (
+                f'SELECT entity_key, event_us, "row" FROM "{name}" '
+                f"WHERE entity_key IN ({','.join('?' * len(chunk))})"
+            )
+            found.update({k: (ts, row) for k, ts, row in conn.execute(sql, chunk)})
         dtypes = _schema(table)
         wanted = requested_features or list(dtypes)
         result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []

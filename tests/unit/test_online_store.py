@@ -110,8 +110,16 @@ def test_large_lookups_span_several_queries(credit_spec, stores, tiny_features, 
     customers = pd.read_parquet(tiny_features / "customer_profile")["customer_id"].unique()
     rows = [{"customer_id": int(c)} for c in customers]
     whole = reader.read(rows)
+    through_feast = online_features_sdk(ours, rows)
     monkeypatch.setattr("tasks.online_reader.MAX_KEYS_PER_QUERY", 7)
+    monkeypatch.setattr("tasks.online_store.MAX_KEYS_PER_QUERY", 7)
     assert len(rows) > 7 * 3 and reader.read(rows) == whole
+    assert online_features_sdk(ours, rows).equals(through_feast)
+
+
+def online_features_sdk(store: FeatureStore, rows: list[dict]) -> pd.DataFrame:
+    service = store.get_feature_service(SERVICE)
+    return store.get_online_features(features=service, entity_rows=rows).to_df()
 
 
 def test_tables_of_feasts_layout_are_replaced(credit_spec, stores, tiny_features, tmp_path):
