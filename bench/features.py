@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -32,10 +33,8 @@ import dask
 import numpy as np
 import pandas as pd
 from feast import FeatureStore
-from feast.repo_config import RepoConfig
 
 from features.credit_risk.generator import generate_demo
-from tasks.asof_offline_store import STORE_TYPE
 from tasks.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.datasets import get_dataset
 from tasks.feature_store import (
@@ -126,21 +125,6 @@ def latencies(lookup, batches: list[list[dict]]) -> tuple[float, float]:
     return percentiles(samples[20:])
 
 
-def feast_sqlite_store(store: FeatureStore, root: Path) -> FeatureStore:
-    """The same repository with Feast's built-in SQLite online store (the reference)."""
-    root.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(
-        project=store.project,
-        provider="local",
-        registry=str(root / "registry.db"),
-        online_store={"type": "sqlite", "path": str(root / "online_store.db")},
-        offline_store={"type": STORE_TYPE},
-        entity_key_serialization_version=3,
-        repo_path=store.config.repo_path,
-    )
-    return FeatureStore(config=config)
-
-
 def over_http(port: int, entities: list[dict]) -> bytes:
     body = {
         "feature_service": SERVICE,
@@ -204,7 +188,11 @@ def main() -> None:
         sqlite_path=str(repo.parent / "data" / "feast" / "online_store.db"),
     )
     store = open_store(settings)
-    reference = feast_sqlite_store(store, work / "feast-sqlite")
+    feast_root = work / "feast-sqlite"  # the reference: Feast's built-in SQLite online store
+    reference = open_store(
+        replace(settings, registry_path=str(feast_root / "registry.db")),
+        online={"type": "sqlite", "path": str(feast_root / "online_store.db")},
+    )
     now = datetime.now(UTC)
     loads = {}
     for name, target in (("SQLite online store", store), ("Feast's SQLite store", reference)):

@@ -111,15 +111,15 @@ def feast_objects(spec: DatasetSpec, features_uri: str) -> list[Any]:
     return [*entities.values(), *views.values(), *services]
 
 
-def open_store(settings: StoreSettings) -> FeatureStore:
+def open_store(settings: StoreSettings, online: dict[str, Any] | None = None) -> FeatureStore:
     """A FeatureStore configured in code (local provider, file offline store, the SQLite
-    online store of tasks/online_store.py or Feast's Redis store)."""
-    online: dict[str, Any]
-    if settings.online_store == "redis":
+    online store of tasks/online_store.py or Feast's Redis store). `online`, a Feast
+    online-store config, replaces the settings' choice (Feast's own SQLite store, to compare)."""
+    if online is None and settings.online_store == "redis":
         if not settings.redis_connection_string:
             raise FeatureStoreError("online_store redis needs redis_connection_string")
         online = {"type": "redis", "connection_string": settings.redis_connection_string}
-    else:
+    elif online is None:
         online = {"type": ONLINE_STORE_TYPE, "path": str(Path(settings.sqlite_path).resolve())}
     for path in (settings.registry_path, settings.sqlite_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ def online_features(
         raise FeatureStoreError(f"entity rows lack join key(s) {missing}")
     if store.config.online_store.type != ONLINE_STORE_TYPE:
         frame = store.get_online_features(features=fs, entity_rows=entities).to_df()
-        features = [f.name for p in fs.feature_view_projections for f in p.features]
+        features, _ = service_features(store, spec, service)
         return frame[[*spec.service_keys(service), *features]]  # Feast's order is a set's
     reader = online_reader(store, service)
     try:

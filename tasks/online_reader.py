@@ -56,10 +56,11 @@ def entity_key(pairs: Sequence[tuple[str, int | str]]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
-def decode_value(value: Any, dtype: str) -> Any:
-    if dtype == "UnixTimestamp" and value is not None:
-        return None if value == NULL_TIMESTAMP else datetime.fromtimestamp(value, tz=UTC)
-    return value
+def _timestamp(seconds: int | None) -> datetime | None:
+    """A UnixTimestamp value as Feast's SDK returns it."""
+    if seconds is None or seconds == NULL_TIMESTAMP:
+        return None
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 class OnlineReader:
@@ -116,7 +117,7 @@ class OnlineReader:
             for name, dtype in features:
                 column = [None if v is None else v.get(name) for v in values]
                 if dtype == "UnixTimestamp":
-                    column = [decode_value(v, dtype) for v in column]
+                    column = [_timestamp(v) for v in column]
                 out[name] = column
         return out
 

@@ -10,9 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from feast import FeatureStore
-from feast.repo_config import RepoConfig
 
-from tasks.asof_offline_store import STORE_TYPE
 from tasks.feature_store import (
     FeatureStoreError,
     StoreSettings,
@@ -41,19 +39,8 @@ def _settings(root: Path) -> StoreSettings:
 def stores(credit_spec, tiny_features: Path, tmp_path: Path) -> tuple[FeatureStore, FeatureStore]:
     """The same features materialized into our store and into Feast's built-in SQLite store."""
     ours = open_store(_settings(tmp_path / "ours"))
-    feast_dir = tmp_path / "feast"
-    feast_dir.mkdir()
-    theirs = FeatureStore(
-        config=RepoConfig(
-            project="mlops",
-            provider="local",
-            registry=str(feast_dir / "registry.db"),
-            online_store={"type": "sqlite", "path": str(feast_dir / "online.db")},
-            offline_store={"type": STORE_TYPE},
-            entity_key_serialization_version=3,
-            repo_path=ours.config.repo_path,
-        )
-    )
+    feast_sqlite = {"type": "sqlite", "path": str(tmp_path / "feast" / "online.db")}
+    theirs = open_store(_settings(tmp_path / "feast"), online=feast_sqlite)
     for store in (ours, theirs):
         apply_definitions(store, credit_spec, str(tiny_features))
         materialize(store, credit_spec, end=END, start=datetime(2020, 1, 1, tzinfo=UTC))
