@@ -35,9 +35,9 @@ import pandas as pd
 from feast import FeatureStore
 
 from features.credit_risk.generator import generate_demo
-from tasks.dataset_spec import DatasetSpec, GenerateOptions
-from tasks.datasets import get_dataset
-from tasks.feature_store import (
+from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
+from tasks.specs.datasets import get_dataset
+from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
     materialize,
@@ -46,7 +46,7 @@ from tasks.feature_store import (
     training_set,
     view_name,
 )
-from tasks.preprocess import build_features, plan_sources
+from tasks.data.preprocess import build_features, plan_sources
 
 SERVICE = "credit_risk_default_v1"
 ROOT = Path(__file__).resolve().parents[1]

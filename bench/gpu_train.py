@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from bench.train import frame
-from tasks.train_torch import TorchParams, train_torch
-from tasks.training_data import time_split
+from tasks.training.torch_trainer import TorchParams, train_torch
+from tasks.training.training_set import time_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

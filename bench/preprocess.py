@@ -28,17 +28,17 @@ from distributed import Client
 
 from blocks.dask_cluster import DaskCluster, local_cluster
 from features.credit_risk.generator import generate_demo
-from tasks.dataset_spec import DatasetSpec, GenerateOptions
-from tasks.datasets import get_dataset
-from tasks.ingest import join_uri
-from tasks.preprocess import (
+from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
+from tasks.specs.datasets import get_dataset
+from tasks.data.ingest import join_uri
+from tasks.data.preprocess import (
     LABELS_TABLE,
     build_features,
     merge_stats,
     partition_stats,
     plan_sources,
 )
-from tasks.validate import build_schema, validate_partition
+from tasks.data.raw_checks import build_schema, validate_partition
 
 NOW = pd.Timestamp.now(tz="UTC")
 

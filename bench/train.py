@@ -24,9 +24,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from tasks.train_lightgbm import LightGBMParams, lgb_params, train_lightgbm
-from tasks.train_torch import TorchParams, train_torch
-from tasks.training_data import time_split
+from tasks.training.lightgbm_trainer import LightGBMParams, lgb_params, train_lightgbm
+from tasks.training.torch_trainer import TorchParams, train_torch
+from tasks.training.training_set import time_split
 
 
 def frame(rows: int, seed: int = 0) -> pd.DataFrame:

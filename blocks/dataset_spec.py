@@ -7,8 +7,8 @@ from typing import cast
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.dataset_spec import DatasetSpec, SpecError, parse_spec
-from tasks.datasets import get_dataset, spec_paths
+from tasks.specs.dataset_spec import DatasetSpec, SpecError, parse_spec
+from tasks.specs.datasets import get_dataset, spec_paths
 
 
 class DatasetSpecBlock(Block):

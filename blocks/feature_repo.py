@@ -7,7 +7,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from tasks.feature_store import StoreSettings
+from tasks.feature_store.store import StoreSettings
 
 
 class FeatureRepo(Block):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.registry import Registry
+from tasks.registry.store import Registry
 
 
 class ModelRegistry(Block):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.gates import GatePolicy
+from tasks.validation.gates import GatePolicy
 
 
 class ValidationPolicy(Block):

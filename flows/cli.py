@@ -51,12 +51,12 @@ def cmd_flows(_: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from tasks.datasets import DATASETS_ROOT, list_datasets
+    from tasks.specs.datasets import DATASETS_ROOT, list_datasets
 
     if args.action == "init":
         from pathlib import Path
 
-        from tasks.spec_inference import write_starter_spec
+        from tasks.specs.inference import write_starter_spec
 
         if not args.name or not args.sample:
             raise SystemExit("usage: mlops datasets init NAME --from FILE")
@@ -102,7 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from flows.generate_data import GenerateDataParams
     from flows.training import TrainingParams
     from flows.validation import ValidationParams
-    from tasks.datasets import DEFAULT_DATASET, get_dataset
+    from tasks.specs.datasets import DEFAULT_DATASET, get_dataset
 
     source = get_dataset(DEFAULT_DATASET).source.uri
     server = _server(args)
@@ -130,7 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from blocks import ModelRegistry, load_or_default
-    from tasks.registry import Registry, RegistryError
+    from tasks.registry.store import Registry, RegistryError
 
     if args.root:
         registry = Registry(args.root)
@@ -172,7 +172,7 @@ def _last_decision(registry: Any, name: str, version: int) -> dict[str, Any]:
 
 
 def cmd_feast(args: argparse.Namespace) -> None:
-    from tasks.feature_store import FeatureStoreError, run_feast_cli
+    from tasks.feature_store.store import FeatureStoreError, run_feast_cli
 
     try:
         print(run_feast_cli(args.repo, args.action, args.data_root))

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import DaskCluster, DataSource, FeatureRepo, load_or_default, resolve_dataset
 from tasks.artifacts import report_data_prep, report_skew
-from tasks.datasets import DEFAULT_DATASET
-from tasks.feature_store import sync_feature_store_task
-from tasks.preprocess import build_features_task, plan_sources_task
-from tasks.storage import discard, publish, staging_uri
+from tasks.specs.datasets import DEFAULT_DATASET
+from tasks.feature_store.store import sync_feature_store_task
+from tasks.data.preprocess import build_features_task, plan_sources_task
+from tasks.data.publish import discard, publish, staging_uri
 
 
 class DataPrepParams(BaseModel):

@@ -6,9 +6,9 @@ from prefect import flow
 from pydantic import Field
 
 from blocks import resolve_dataset
-from tasks.data import generate_data_task
-from tasks.dataset_spec import GenerateOptions
-from tasks.datasets import DEFAULT_DATASET
+from tasks.data.generate import generate_data_task
+from tasks.specs.dataset_spec import GenerateOptions
+from tasks.specs.datasets import DEFAULT_DATASET
 
 
 class GenerateDataParams(GenerateOptions):

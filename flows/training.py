@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
 from tasks.artifacts import artifact_key
-from tasks.candidate import data_summary, register_candidate_task
-from tasks.dataset_spec import DatasetSpec, monotone
-from tasks.datasets import DEFAULT_DATASET, model_name
-from tasks.feature_store import fingerprint, labelled_set, open_store, service_features
-from tasks.train_lightgbm import LightGBMParams, binary_metrics
-from tasks.train_torch import TorchParams
-from tasks.trainers import Trainer, TrainingInputs, fit_task
-from tasks.training_data import check_training_set, time_split
+from tasks.registry.candidate import data_summary, register_candidate_task
+from tasks.specs.dataset_spec import DatasetSpec, monotone
+from tasks.specs.datasets import DEFAULT_DATASET, model_name
+from tasks.feature_store.store import fingerprint, labelled_set, open_store, service_features
+from tasks.training.lightgbm_trainer import LightGBMParams, binary_metrics
+from tasks.training.torch_trainer import TorchParams
+from tasks.training.trainers import Trainer, TrainingInputs, fit_task
+from tasks.training.training_set import check_training_set, time_split
 
 
 class TrainingParams(BaseModel):

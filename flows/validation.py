@@ -15,9 +15,9 @@ from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, ValidationPolicy, load_or_default, resolve_dataset
-from tasks.dataset_spec import DatasetSpec
-from tasks.datasets import default_model
-from tasks.evaluate import (
+from tasks.specs.dataset_spec import DatasetSpec
+from tasks.specs.datasets import default_model
+from tasks.validation.metrics import (
     InvarianceResult,
     MonotonicResult,
     SegmentMetrics,
@@ -27,9 +27,9 @@ from tasks.evaluate import (
     segment_masks,
     segment_metrics,
 )
-from tasks.explain import ExplainOptions, Explanation, explain_models, importance_moves
-from tasks.feature_store import fingerprint, open_store
-from tasks.gates import (
+from tasks.validation.explain import ExplainOptions, Explanation, explain_models, importance_moves
+from tasks.feature_store.store import fingerprint, open_store
+from tasks.validation.gates import (
     DataEvidence,
     GatePolicy,
     GateResult,
@@ -39,10 +39,10 @@ from tasks.gates import (
     metric_gates,
     segment_gates,
 )
-from tasks.holdout import HoldoutError, holdout, read_labels, trained_to
-from tasks.models import REFERENCE, LoadedModel, load_model
-from tasks.registry import Registry, RegistryError
-from tasks.validation_report import publish_decision, publish_evidence
+from tasks.validation.holdout import HoldoutError, holdout, read_labels, trained_to
+from tasks.registry.loading import REFERENCE, LoadedModel, load_model
+from tasks.registry.store import Registry, RegistryError
+from tasks.validation.report import publish_decision, publish_evidence
 
 Decision = Literal["challenger", "rejected"]
 

@@ -7,8 +7,8 @@ import re
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.feature_store import SkewReport
-from tasks.preprocess import PrepReport
+from tasks.feature_store.store import SkewReport
+from tasks.data.preprocess import PrepReport
 
 
 def artifact_key(*parts: str) -> str:

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from features.credit_risk.generator import generate_demo
-from tasks.dataset_spec import DatasetSpec, GenerateOptions
-from tasks.datasets import get_dataset
+from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
+from tasks.specs.datasets import get_dataset
 
 NOW = pd.Timestamp("2026-11-29", tz="UTC")
 
@@ -30,7 +30,7 @@ def tiny_features(tiny_raw: Path, credit_spec: DatasetSpec, tmp_path_factory) ->
     """data_prep's output for `tiny_raw` (features/ and quarantine/), built once."""
     import dask
 
-    from tasks.preprocess import build_features, plan_sources
+    from tasks.data.preprocess import build_features, plan_sources
 
     out = tmp_path_factory.mktemp("prepared")
     with dask.config.set(scheduler="sync"):

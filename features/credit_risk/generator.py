@@ -16,7 +16,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from tasks.dataset_spec import GenerateOptions
+from tasks.specs.dataset_spec import GenerateOptions
 
 REGIONS = ["north", "south", "east", "west", "central"]
 HOME = ["rent", "own", "mortgage"]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from feast import driver_test_data
 
-from tasks.dataset_spec import GenerateOptions
+from tasks.specs.dataset_spec import GenerateOptions
 
 ORDERS_PER_DRIVER = 200
 ORDERS_PER_CUSTOMER = 100

@@ -10,7 +10,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
-from tasks.validate import DataValidationError
+from tasks.data.raw_checks import DataValidationError
 
 pytestmark = pytest.mark.flows
 
@@ -72,8 +72,8 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
 
     # data_prep ended by materializing: the online store answers for a customer
     from blocks import FeatureRepo
-    from tasks.datasets import get_dataset
-    from tasks.feature_store import online_features, open_store, training_set
+    from tasks.specs.datasets import get_dataset
+    from tasks.feature_store.store import online_features, open_store, training_set
 
     spec = get_dataset("credit_risk")
     store = open_store(FeatureRepo.load("tmp-feast").settings())

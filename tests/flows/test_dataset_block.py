@@ -9,8 +9,8 @@ import yaml
 from blocks import DatasetSpecBlock, resolve_dataset
 from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
-from tasks.dataset_spec import SpecError
-from tasks.datasets import DATASETS_ROOT
+from tasks.specs.dataset_spec import SpecError
+from tasks.specs.datasets import DATASETS_ROOT
 
 pytestmark = pytest.mark.flows
 

@@ -12,7 +12,7 @@ from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, validation
-from tasks.explain import ExplainOptions
+from tasks.validation.explain import ExplainOptions
 
 pytestmark = pytest.mark.flows
 

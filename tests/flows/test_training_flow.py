@@ -8,7 +8,7 @@ import pytest
 
 from blocks import ModelRegistry
 from flows.training import TrainingParams, training
-from tasks.training_data import TrainingDataError
+from tasks.training.training_set import TrainingDataError
 
 pytestmark = pytest.mark.flows
 
@@ -67,7 +67,7 @@ def test_single_class_labels_fail_before_training_and_register_nothing(
 
 
 def test_training_registers_a_horovod_trained_torch_model(prepared: Path) -> None:
-    from tasks.train_torch import TorchParams
+    from tasks.training.torch_trainer import TorchParams
 
     result = training(
         _params(

@@ -18,11 +18,11 @@ from prefect.flow_runs import resume_flow_run
 from blocks import ModelRegistry, ValidationPolicy
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, ValidationResult, validation
-from tasks.explain import ExplainOptions
-from tasks.gates import GatePolicy
-from tasks.holdout import HoldoutError
-from tasks.models import ModelLoadError
-from tasks.registry import RegistryError
+from tasks.validation.explain import ExplainOptions
+from tasks.validation.gates import GatePolicy
+from tasks.validation.holdout import HoldoutError
+from tasks.registry.loading import ModelLoadError
+from tasks.registry.store import RegistryError
 
 pytestmark = pytest.mark.flows
 SMALL = ExplainOptions(rows=150, ebm_rows=1_000, pdp_features=1, local_rows=1)
@@ -193,7 +193,7 @@ def test_bad_input_is_named_and_aliases_stay(prepared: Path, tmp_path: Path) -> 
 
 
 def test_a_torch_candidate_is_validated_like_any_other(prepared: Path) -> None:
-    from tasks.train_torch import TorchParams
+    from tasks.training.torch_trainer import TorchParams
 
     training(
         TrainingParams(

@@ -8,7 +8,7 @@ from distributed import Client
 
 from features.credit_risk.generator import generate_demo
 from flows.data_prep import DataPrepParams, data_prep
-from tasks.dataset_spec import GenerateOptions
+from tasks.specs.dataset_spec import GenerateOptions
 from tests.integration.conftest import BIN, free_port, wait_for
 
 pytestmark = pytest.mark.integration

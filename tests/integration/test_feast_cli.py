@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.feature_store import FeatureStoreError, run_feast_cli
+from tasks.feature_store.store import FeatureStoreError, run_feast_cli
 from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration

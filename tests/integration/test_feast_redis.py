@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.feature_store import (
+from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
     materialize,

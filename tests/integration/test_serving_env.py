@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tasks.feature_store import (
+from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
     materialize,
@@ -54,7 +54,7 @@ def test_serving_env_reads_online_features_without_feast(credit_spec, tiny_featu
     rows = [{"customer_id": int(c)} for c in range(1, 40)]
     expected = online_reader(store, SERVICE).read(rows)
     code = (
-        "import importlib.util, json, sys; from tasks.online_reader import OnlineReader;"
+        "import importlib.util, json, sys; from deployments.online_reader import OnlineReader;"
         "a = json.loads(sys.argv[1]); reader = OnlineReader(a['path'], 'mlops', a['views']);"
         "print(importlib.util.find_spec('feast') is None, json.dumps(reader.read(a['rows'])))"
     )

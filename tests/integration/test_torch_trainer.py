@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.train_torch import TorchParams, launch_command, predict_torch, train_torch
-from tasks.training_data import time_split
+from tasks.training.torch_trainer import TorchParams, launch_command, predict_torch, train_torch
+from tasks.training.training_set import time_split
 
 pytestmark = pytest.mark.integration
 

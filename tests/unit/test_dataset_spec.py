@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.dataset_spec import SpecError, load_spec
-from tasks.datasets import DATASETS_ROOT, get_dataset, list_datasets
+from tasks.specs.dataset_spec import SpecError, load_spec
+from tasks.specs.datasets import DATASETS_ROOT, get_dataset, list_datasets
 
 pytestmark = pytest.mark.unit
 SPEC = DATASETS_ROOT / "credit_risk" / "dataset.yaml"

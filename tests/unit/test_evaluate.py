@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tasks.dataset_spec import InvarianceSpec, SegmentSpec
-from tasks.evaluate import (
+from tasks.specs.dataset_spec import InvarianceSpec, SegmentSpec
+from tasks.validation.metrics import (
     invariance_check,
     metrics,
     monotonic_check,
     segment_masks,
     segment_metrics,
 )
-from tasks.gates import (
+from tasks.validation.gates import (
     BehaviourGates,
     DataChecks,
     DataEvidence,
@@ -105,7 +105,7 @@ def test_gates_respect_each_metrics_direction() -> None:
 
 
 def test_segment_and_data_gates() -> None:
-    from tasks.evaluate import SegmentMetrics
+    from tasks.validation.metrics import SegmentMetrics
 
     m = {"auc": 0.8, "pr_auc": 0.4, "logloss": 0.3, "brier": 0.1, "ece": 0.02}
     old = [SegmentMetrics(segment="r=a", rows=500, positives=50, metrics=m)]

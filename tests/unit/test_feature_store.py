@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.feature_store import (
+from tasks.feature_store.store import (
     FeatureStoreError,
     SkewError,
     StoreSettings,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from features.credit_risk.generator import generate_demo
-from tasks.dataset_spec import GenerateOptions
+from tasks.specs.dataset_spec import GenerateOptions
 
 pytestmark = pytest.mark.unit
 

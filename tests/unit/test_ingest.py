@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.ingest import list_files, read_file
-from tasks.validate import DataValidationError
+from tasks.data.ingest import list_files, read_file
+from tasks.data.raw_checks import DataValidationError
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from tasks.feature_store import (
+from tasks.feature_store.store import (
     FeatureStoreError,
     StoreSettings,
     apply_definitions,
@@ -20,7 +20,7 @@ from tasks.feature_store import (
     online_reader,
     open_store,
 )
-from tasks.online_reader import OnlineReader, OnlineStoreError, entity_key
+from deployments.online_reader import OnlineReader, OnlineStoreError, entity_key
 
 pytestmark = pytest.mark.unit
 SERVICE = "credit_risk_default_v1"
@@ -98,8 +98,8 @@ def test_large_lookups_span_several_queries(credit_spec, stores, tiny_features, 
     rows = [{"customer_id": int(c)} for c in customers]
     whole = reader.read(rows)
     through_feast = online_features_sdk(ours, rows)
-    monkeypatch.setattr("tasks.online_reader.MAX_KEYS_PER_QUERY", 7)
-    monkeypatch.setattr("tasks.online_store.MAX_KEYS_PER_QUERY", 7)
+    monkeypatch.setattr("deployments.online_reader.MAX_KEYS_PER_QUERY", 7)
+    monkeypatch.setattr("tasks.feature_store.online_store.MAX_KEYS_PER_QUERY", 7)
     assert len(rows) > 7 * 3 and reader.read(rows) == whole
     assert online_features_sdk(ours, rows).equals(through_feast)
 

@@ -7,8 +7,8 @@ import dask
 import pandas as pd
 import pytest
 
-from tasks.preprocess import build_features, plan_sources
-from tasks.validate import REASON, DataValidationError
+from tasks.data.preprocess import build_features, plan_sources
+from tasks.data.raw_checks import REASON, DataValidationError
 from tests.conftest import NOW
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from tasks.registry import Registry, RegistryError
+from tasks.registry.store import Registry, RegistryError
 
 pytestmark = pytest.mark.unit
 

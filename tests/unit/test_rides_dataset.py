@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from features.rides.generator import generate
-from tasks.dataset_spec import GenerateOptions
-from tasks.datasets import get_dataset, list_datasets
-from tasks.feature_store import (
+from tasks.specs.dataset_spec import GenerateOptions
+from tasks.specs.datasets import get_dataset, list_datasets
+from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
     materialize,
@@ -21,7 +21,7 @@ from tasks.feature_store import (
     open_store,
     training_set,
 )
-from tasks.preprocess import build_features, plan_sources
+from tasks.data.preprocess import build_features, plan_sources
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from tasks.storage import discard, publish, staging_uri
+from tasks.data.publish import discard, publish, staging_uri
 
 pytestmark = pytest.mark.unit
 

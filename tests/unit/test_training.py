@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.train_lightgbm import LightGBMParams, predict, train_lightgbm
-from tasks.training_data import TrainingDataError, check_training_set, time_split
+from tasks.training.lightgbm_trainer import LightGBMParams, predict, train_lightgbm
+from tasks.training.training_set import TrainingDataError, check_training_set, time_split
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from features.credit_risk.transforms import (
     encode,
     transaction_windows,
 )
-from tasks.validate import empty_frame
+from tasks.data.raw_checks import empty_frame
 
 pytestmark = pytest.mark.unit
 

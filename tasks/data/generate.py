@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.dataset_spec import DatasetSpec, GenerateOptions, import_object
+from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions, import_object
 
 
 def generate_data(spec: DatasetSpec, out_uri: str, options: GenerateOptions) -> dict[str, int]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from tasks.dataset_spec import CheckSpec, ColumnSpec, TableSpec
+from tasks.specs.dataset_spec import CheckSpec, ColumnSpec, TableSpec
 
 PANDAS_DTYPES: dict[str, object] = {
     "int64": "int64",

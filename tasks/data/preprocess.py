@@ -25,9 +25,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect_dask import get_dask_client
 
-from tasks.dataset_spec import DatasetSpec, TableSpec
-from tasks.ingest import join_uri, list_files, read_file
-from tasks.validate import (
+from tasks.specs.dataset_spec import DatasetSpec, TableSpec
+from tasks.data.ingest import join_uri, list_files, read_file
+from tasks.data.raw_checks import (
     DataValidationError,
     PartitionResult,
     build_schema,

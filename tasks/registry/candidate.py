@@ -12,8 +12,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.models import REFERENCE
-from tasks.registry import ModelVersion, Registry
+from tasks.registry.loading import REFERENCE
+from tasks.registry.store import ModelVersion, Registry
 
 PACKAGES = ("lightgbm", "torch", "pandas", "numpy", "scikit-learn", "feast", "prefect", "dask")
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.evaluate import (
+from tasks.validation.metrics import (
     HIGHER_IS_BETTER,
     HigherMetric,
     InvarianceResult,

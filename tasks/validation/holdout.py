@@ -8,8 +8,8 @@ import fsspec
 import pandas as pd
 from feast import FeatureStore
 
-from tasks.dataset_spec import DatasetSpec
-from tasks.feature_store import labelled_set
+from tasks.specs.dataset_spec import DatasetSpec
+from tasks.feature_store.store import labelled_set
 
 
 class HoldoutError(ValueError):

@@ -13,9 +13,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.train_lightgbm import LightGBMParams, predict, train_lightgbm
-from tasks.train_torch import TorchParams, torch_predictor, train_torch
-from tasks.training_data import Split
+from tasks.training.lightgbm_trainer import LightGBMParams, predict, train_lightgbm
+from tasks.training.torch_trainer import TorchParams, torch_predictor, train_torch
+from tasks.training.training_set import Split
 
 Trainer = Literal["lightgbm", "torch"]
 

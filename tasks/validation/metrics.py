@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import BaseModel
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from tasks.dataset_spec import InvarianceSpec, SegmentSpec
+from tasks.specs.dataset_spec import InvarianceSpec, SegmentSpec
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
 HigherMetric = Literal["auc", "pr_auc"]

@@ -15,7 +15,7 @@ import pandas as pd
 import pandera.pandas as pa
 import yaml
 
-from tasks.ingest import read_file
+from tasks.data.ingest import read_file
 
 MAX_CATEGORIES = 20
 RANGE_CHECKS = {"greater_than_or_equal_to": "min_value", "less_than_or_equal_to": "max_value"}

@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 
 import features
-from tasks.dataset_spec import DatasetSpec, SpecError, load_spec
+from tasks.specs.dataset_spec import DatasetSpec, SpecError, load_spec
 
 DATASETS_ROOT = Path(features.__file__).parent
 DEFAULT_DATASET = "credit_risk"

@@ -9,7 +9,7 @@ import fsspec
 import pandas as pd
 import pyarrow as pa
 
-from tasks.validate import DataValidationError
+from tasks.data.raw_checks import DataValidationError
 
 Format = Literal["parquet", "csv"]
 

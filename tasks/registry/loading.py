@@ -11,8 +11,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from tasks.registry import Registry
-from tasks.train_torch import torch_predictor
+from tasks.registry.store import Registry
+from tasks.training.torch_trainer import torch_predictor
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
 REFERENCE = "reference.parquet"  # a sample of training rows: features and label

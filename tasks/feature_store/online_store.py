@@ -7,7 +7,7 @@ it without Feast). Feast's SDK, `feast materialize` and `feast serve` use it thr
 OnlineStore interface. The last write wins, as in Feast's SQLite store: data_prep rewrites the
 offline tables and re-materializes, and that is the truth even where an event got older.
 
-    online_store: {type: tasks.online_store.RowSqliteOnlineStore, path: ...}
+    online_store: {type: tasks.feature_store.online_store.RowSqliteOnlineStore, path: ...}
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import StrictStr
 
-from tasks.online_reader import (
+from deployments.online_reader import (
     MAX_KEYS_PER_QUERY,
     NULL_TIMESTAMP,
     VIEWS_TABLE,
@@ -35,7 +35,7 @@ from tasks.online_reader import (
     table_name,
 )
 
-STORE_TYPE = "tasks.online_store.RowSqliteOnlineStore"
+STORE_TYPE = "tasks.feature_store.online_store.RowSqliteOnlineStore"
 # feature dtype -> the ValueProto field holding it
 VALUE_FIELDS = {
     "Int64": "int64_val",
@@ -52,8 +52,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RowSqliteOnlineStoreConfig(FeastConfigBaseModel):
-    type: Literal["tasks.online_store.RowSqliteOnlineStore"] = (
-        "tasks.online_store.RowSqliteOnlineStore"
+    type: Literal["tasks.feature_store.online_store.RowSqliteOnlineStore"] = (
+        "tasks.feature_store.online_store.RowSqliteOnlineStore"
     )
     path: StrictStr = "data/online_store.db"
 

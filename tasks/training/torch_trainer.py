@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.torch_model import Encoding, TabularMLP
-from tasks.torch_worker import run
-from tasks.train_lightgbm import binary_metrics
+from deployments.torch_mlp import Encoding, TabularMLP
+from tasks.training.torch_worker import run
+from tasks.training.lightgbm_trainer import binary_metrics
 
 # bench/train, 2 CPU workers on 2 cores: ~72k samples/s at Horovod's 1 ms, ~90k at 5 ms
 CPU_CYCLE_TIME_MS = 5.0
@@ -75,7 +75,7 @@ def _free_port() -> int:
 
 def launch_command(params: TorchParams, config_path: Path) -> list[str]:
     bin_dir = Path(sys.executable).parent
-    worker = [sys.executable, "-m", "tasks.torch_worker", str(config_path)]
+    worker = [sys.executable, "-m", "tasks.training.torch_worker", str(config_path)]
     n = str(params.processes)
     if params.backend == "horovod":
         cycle = params.horovod_cycle_time_ms or (
@@ -93,7 +93,7 @@ def launch_command(params: TorchParams, config_path: Path) -> list[str]:
         "--master_port",
         str(_free_port()),
         "-m",
-        "tasks.torch_worker",
+        "tasks.training.torch_worker",
         str(config_path),
     ]
 
@@ -143,7 +143,7 @@ def train_torch(
                 capture_output=True,
                 text=True,
                 env=env,
-                cwd=Path(__file__).resolve().parents[1],
+                cwd=Path(__file__).resolve().parents[2],
                 timeout=3_600,
             )
             if done.returncode != 0 or not (workdir / "model.pt").exists():

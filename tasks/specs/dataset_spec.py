@@ -290,7 +290,7 @@ def parse_spec(text: str, where: str) -> DatasetSpec:
 
 def feature_columns(spec: DatasetSpec) -> dict[str, list[str]]:
     """Each feature table's feature columns: its transform's output on empty inputs."""
-    from tasks.validate import empty_frame  # validate imports this module
+    from tasks.data.raw_checks import empty_frame  # validate imports this module
 
     out = {}
     for name, ft in spec.feature_tables.items():

@@ -12,7 +12,7 @@ from prefect.artifacts import (
 )
 
 from tasks.artifacts import artifact_key
-from tasks.registry import Registry
+from tasks.registry.store import Registry
 
 
 def _num(value: Any) -> str:

@@ -6,7 +6,7 @@ but none inside the TTL is dropped from the result instead of getting nulls. Thi
 everything else of the file store (sources, materialization, retrieval jobs) and replaces the
 join: per feature view, the latest row at or before each entity timestamp within the TTL, every
 entity row kept, in the entity frame's order. Configure with
-`offline_store: {type: tasks.asof_offline_store.AsOfFileOfflineStore}`.
+`offline_store: {type: tasks.feature_store.offline_store.AsOfFileOfflineStore}`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ _ROW = "__entity_row"
 _FEATURE_TS = "__feature_ts"
 
 
-STORE_TYPE = "tasks.asof_offline_store.AsOfFileOfflineStore"
+STORE_TYPE = "tasks.feature_store.offline_store.AsOfFileOfflineStore"
 
 
 class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
     # Feast looks this class up by name: `<store class>Config` beside the store.
-    type: Literal["tasks.asof_offline_store.AsOfFileOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
+    type: Literal["tasks.feature_store.offline_store.AsOfFileOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
 
 
 class AsOfFileOfflineStore(DaskOfflineStore):

@@ -1,4 +1,4 @@
-"""One data-parallel training process: `python -m tasks.torch_worker CONFIG.json`.
+"""One data-parallel training process: `python -m tasks.training.torch_worker CONFIG.json`.
 
 Launched N times by `horovodrun` (backend horovod) or `torchrun` (backend torch_distributed),
 or called in process for N=1. Every rank reads the same training file and trains on its
@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from tasks.torch_model import Encoding, TabularMLP
+from deployments.torch_mlp import Encoding, TabularMLP
 
 
 def run(config: dict[str, Any]) -> None:

@@ -22,12 +22,12 @@ from feast.types import Bool, Float64, Int64, PrimitiveFeastType, String, UnixTi
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.asof_offline_store import STORE_TYPE
-from tasks.dataset_spec import DatasetSpec
-from tasks.online_reader import OnlineReader, OnlineStoreError
-from tasks.online_store import STORE_TYPE as ONLINE_STORE_TYPE
-from tasks.online_store import store_path
-from tasks.validate import empty_frame
+from tasks.feature_store.offline_store import STORE_TYPE
+from tasks.specs.dataset_spec import DatasetSpec
+from deployments.online_reader import OnlineReader, OnlineStoreError
+from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
+from tasks.feature_store.online_store import store_path
+from tasks.data.raw_checks import empty_frame
 
 FEAST_TYPES: dict[str, PrimitiveFeastType] = {
     "int64": Int64,

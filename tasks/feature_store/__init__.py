@@ -1,0 +1,1 @@
+"""Feast: definitions from a spec, the offline and online stores, retrieval, the skew check."""

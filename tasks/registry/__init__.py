@@ -1,0 +1,1 @@
+"""The model registry: versions, aliases and records; candidates registered; versions loaded."""

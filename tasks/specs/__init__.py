@@ -1,0 +1,1 @@
+"""Dataset specs: the declarative description of a dataset, the registry of them, inference."""

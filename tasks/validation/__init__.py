@@ -1,0 +1,1 @@
+"""Validating a candidate: the held-out set, metrics, behaviour, gates, explanations, evidence."""
