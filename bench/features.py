@@ -5,10 +5,10 @@
    tables (the lower bound: read, sort, as-of join per view with its TTL), median of 3 each.
 2. Online lookups for 1 and 100 random entities (the same draws for every path), p50/p99:
    in process with `OnlineReader` (the serving path) on the SQLite online store
-   (tasks/online_store.py); Feast's SDK (`FeatureStore.get_online_features`) on the same store
-   and on Feast's built-in SQLite store; Feast's feature server (`feast serve`) over HTTP on
-   127.0.0.1, whose added latency over the SDK is reported. Also: materialization into the
-   SQLite online store against Feast's built-in one, same rows.
+   (tasks/feature_store/online_store.py); Feast's SDK (`FeatureStore.get_online_features`)
+   on the same store and on Feast's built-in SQLite store; Feast's feature server
+   (`feast serve`) over HTTP on 127.0.0.1, whose added latency over the SDK is reported.
+   Also: materialization into the SQLite online store against Feast's built-in one.
 
     python -m bench.features                     # about 5 minutes on 2 cores
 """
@@ -35,8 +35,8 @@ import pandas as pd
 from feast import FeatureStore
 
 from features.credit_risk.generator import generate_demo
-from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
-from tasks.specs.datasets import get_dataset
+from tasks.data.preprocess import build_features, plan_sources
+from tasks.feature_store.definitions import view_name
 from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
@@ -44,9 +44,9 @@ from tasks.feature_store.store import (
     online_reader,
     open_store,
     training_set,
-    view_name,
 )
-from tasks.data.preprocess import build_features, plan_sources
+from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
+from tasks.specs.datasets import get_dataset
 
 SERVICE = "credit_risk_default_v1"
 ROOT = Path(__file__).resolve().parents[1]

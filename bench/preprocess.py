@@ -28,8 +28,6 @@ from distributed import Client
 
 from blocks.dask_cluster import DaskCluster, local_cluster
 from features.credit_risk.generator import generate_demo
-from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
-from tasks.specs.datasets import get_dataset
 from tasks.data.ingest import join_uri
 from tasks.data.preprocess import (
     LABELS_TABLE,
@@ -39,6 +37,8 @@ from tasks.data.preprocess import (
     plan_sources,
 )
 from tasks.data.raw_checks import build_schema, validate_partition
+from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
+from tasks.specs.datasets import get_dataset
 
 NOW = pd.Timestamp.now(tz="UTC")
 

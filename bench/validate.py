@@ -29,8 +29,8 @@ from bench.features import SERVICE, prepare
 from blocks import FeatureRepo, ModelRegistry
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, validation
-from tasks.specs.datasets import model_name
 from tasks.feature_store.store import apply_definitions, open_store
+from tasks.specs.datasets import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

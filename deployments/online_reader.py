@@ -1,9 +1,10 @@
 """Serving-time feature lookups from the row-per-entity SQLite online store.
 
-Standard library only: the layout (tasks/online_store.py writes it) is plain data, so a process
-without Feast (the serving environment) reads it the same way. One row per entity and feature
-view: the join-key values as JSON text, the event time in microseconds (`event_us`), the
-view's values as a JSON object; `_feast_views` holds each view's join keys and feature types.
+Standard library only: the layout (tasks/feature_store/online_store.py writes it) is plain
+data, so a process without Feast (the serving environment) reads it the same way. One row per
+entity and feature view: the join-key values as JSON text, the event time in microseconds
+(`event_us`), the view's values as a JSON object; `_feast_views` holds each view's join keys
+and feature types.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""The tabular MLP and its input encoding, shared by the trainer, its workers and loading."""
+"""The tabular MLP, its input encoding and its predictor: shared by the trainer, its workers
+and serving (the state_dict is loaded with `weights_only=True`: no pickle)."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,3 +76,22 @@ class TabularMLP(nn.Module):
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         parts = [numeric, *(emb(codes[:, i]) for i, emb in enumerate(self.embeddings))]
         return self.body(torch.cat(parts, dim=1)).squeeze(1)
+
+
+def load_mlp(state: bytes, config: dict[str, Any]) -> tuple[TabularMLP, Encoding]:
+    encoding = Encoding(**config["encoding"])
+    model = TabularMLP(encoding, **config["model"])
+    model.load_state_dict(torch.load(io.BytesIO(state), weights_only=True))
+    return model.eval(), encoding
+
+
+def torch_predictor(state: bytes, config: dict[str, Any]) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Load once; the returned function scores frames (probability of the positive class)."""
+    model, encoding = load_mlp(state, config)
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        numeric, codes = encoding.transform(frame)
+        with torch.no_grad():
+            return torch.sigmoid(model(numeric, codes)).numpy().astype("float64")
+
+    return predict

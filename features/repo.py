@@ -7,8 +7,8 @@ $MLOPS_DATA_ROOT (default: data/ beside this folder).
 import os
 from pathlib import Path
 
+from tasks.feature_store.definitions import feast_objects
 from tasks.specs.datasets import list_datasets
-from tasks.feature_store.store import feast_objects
 
 _DATA_ROOT = os.environ.get("MLOPS_DATA_ROOT", str(Path(__file__).resolve().parents[1] / "data"))
 

@@ -9,11 +9,15 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import DaskCluster, DataSource, FeatureRepo, load_or_default, resolve_dataset
-from tasks.artifacts import report_data_prep, report_skew
+from tasks.data.prefect_tasks import (
+    build_features_task,
+    plan_sources_task,
+    publish_task,
+    report_data_prep,
+)
+from tasks.data.publish import discard, staging_uri
+from tasks.feature_store.prefect_tasks import report_skew, sync_feature_store_task
 from tasks.specs.datasets import DEFAULT_DATASET
-from tasks.feature_store.store import sync_feature_store_task
-from tasks.data.preprocess import build_features_task, plan_sources_task
-from tasks.data.publish import discard, publish, staging_uri
 
 
 class DataPrepParams(BaseModel):
@@ -77,9 +81,8 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     try:
         report = build_features_task.submit(spec, plan, staging, now).result()
         run_label = started.strftime("%Y%m%dT%H%M%SZ")
-        publish(
-            staging, output_uri, {"features": "features", "quarantine": f"quarantine/{run_label}"}
-        )
+        folders = {"features": "features", "quarantine": f"quarantine/{run_label}"}
+        publish_task(staging, output_uri, folders)
     except BaseException:
         discard(staging)
         raise

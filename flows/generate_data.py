@@ -6,7 +6,7 @@ from prefect import flow
 from pydantic import Field
 
 from blocks import resolve_dataset
-from tasks.data.generate import generate_data_task
+from tasks.data.prefect_tasks import generate_data_task
 from tasks.specs.dataset_spec import GenerateOptions
 from tasks.specs.datasets import DEFAULT_DATASET
 

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
-from tasks.artifacts import artifact_key
-from tasks.registry.candidate import data_summary, register_candidate_task
-from tasks.specs.dataset_spec import DatasetSpec, monotone
+from tasks.specs.dataset_spec import monotone
 from tasks.specs.datasets import DEFAULT_DATASET, model_name
-from tasks.feature_store.store import fingerprint, labelled_set, open_store, service_features
-from tasks.training.lightgbm_trainer import LightGBMParams, binary_metrics
+from tasks.training.lightgbm_trainer import LightGBMParams
+from tasks.training.prefect_tasks import (
+    fit_task,
+    load_training_set,
+    register_candidate_task,
+    split_training_set,
+)
 from tasks.training.torch_trainer import TorchParams
-from tasks.training.trainers import Trainer, TrainingInputs, fit_task
-from tasks.training.training_set import check_training_set, time_split
+from tasks.training.trainers import Trainer, TrainingInputs
 
 
 class TrainingParams(BaseModel):
@@ -44,19 +43,6 @@ class TrainingResult(BaseModel):
     metrics: dict[str, float]
 
 
-@task(name="load-training-set", cache_policy=NO_CACHE)
-def load_training_set(
-    spec: DatasetSpec, params: TrainingParams, service: str
-) -> tuple[pd.DataFrame, list[str], list[str], str]:
-    labels = pd.read_parquet(f"{params.data_uri or f'data/{spec.name}'}/features/labels")
-    store = open_store(
-        load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
-    )
-    features, categorical = service_features(store, spec, service)
-    frame = labelled_set(store, spec, labels, service)
-    return frame, features, categorical, fingerprint(store, service)
-
-
 @flow(name="training", log_prints=True)
 def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # noqa: B008
     """Train a model on a feature service's training set and register it as a candidate."""
@@ -66,52 +52,30 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     if service not in spec.feature_services:
         raise ValueError(f"feature_service '{service}' is not one of {list(spec.feature_services)}")
     name = params.model_name or model_name(service)
-    frame, features, categorical, feature_fp = load_training_set(spec, params, service)
-    label = spec.label.column
-    check_training_set(frame, features, label)
-    split = time_split(frame, spec.timestamp_field, params.valid_share, params.test_share)
+    settings = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
+    labels_uri = f"{params.data_uri or f'data/{spec.name}'}/features/labels"
+    data = load_training_set(spec, labels_uri, settings, service)
+    split = split_training_set(data, spec, params.valid_share, params.test_share)
 
     trainer_params: BaseModel = getattr(params, params.trainer)  # fields named as the trainers
-    inputs = TrainingInputs(split, features, categorical, label, params.seed, monotone(spec))
-    fitted = fit_task(params.trainer, inputs, trainer_params)
-    test_scores = fitted.predict(split.test)
-    metrics = {
-        **fitted.metrics,
-        **binary_metrics(split.test[label].to_numpy(), test_scores, "test_"),
-    }
-    reference = split.train.sample(
-        min(params.reference_rows, len(split.train)), random_state=params.seed
+    inputs = TrainingInputs(
+        split, data.features, data.categorical, spec.label.column, params.seed, monotone(spec)
     )
+    fitted = fit_task(params.trainer, inputs, trainer_params)
     registry = load_or_default(ModelRegistry, params.registry_block, ModelRegistry()).registry()
+    training_info = {"trainer": params.trainer, "params": trainer_params.model_dump()}
     version = register_candidate_task(
         registry,
         name,
-        fitted.files,
-        reference,
-        features,
-        {
-            "dataset": spec.name,
-            "feature_service": service,
-            "feature_fingerprint": feature_fp,
-            "trainer": params.trainer,
-            "params": trainer_params.model_dump(),
-            "seed": params.seed,
-            **fitted.details,
-            "categorical": categorical,
-            "label": spec.label.column,
-            "metrics": metrics,
-            "data": {
-                part: data_summary(getattr(split, part), spec.timestamp_field)
-                for part in ("train", "valid", "test")
-            },
-        },
-        label,
+        spec,
+        service,
+        data,
+        split,
+        fitted,
+        training_info,
+        params.reference_rows,
+        params.seed,
     )
-    create_markdown_artifact(
-        key=artifact_key("candidate", name),
-        markdown=f"# {name} v{version.version}\n\n"
-        + "\n".join(f"- {k}: {v:.4f}" for k, v in metrics.items()),
-        description=f"Training candidate {name} v{version.version}",
-    )
+    metrics = version.metadata["metrics"]
     logger.info("registered %s v%s: test AUC %.4f", name, version.version, metrics["test_auc"])
     return TrainingResult(model=name, version=version.version, metrics=metrics)

@@ -1,1 +1,1 @@
-"""The platform's stages, one subpackage each; plain logic, plus one prefect_tasks module per stage."""
+"""The platform's stages, one subpackage each: plain logic plus one prefect_tasks module."""

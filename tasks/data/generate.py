@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions, import_object
 
 
@@ -13,6 +11,3 @@ def generate_data(spec: DatasetSpec, out_uri: str, options: GenerateOptions) -> 
         raise ValueError(f"dataset '{spec.name}' has no generator in its spec")
     generator = import_object(spec.generator)
     return dict(generator(out_uri, options))
-
-
-generate_data_task = task(name="generate-data")(generate_data)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,18 +19,13 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.delayed import Delayed, delayed
-from distributed import get_worker
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect_dask import get_dask_client
 
-from tasks.specs.dataset_spec import DatasetSpec, TableSpec
+from tasks.specs.dataset_spec import DatasetSpec, TableSpec, empty_frame, transform_output
 from tasks.data.ingest import join_uri, list_files, read_file
 from tasks.data.raw_checks import (
     DataValidationError,
     PartitionResult,
     build_schema,
-    empty_frame,
     validate_partition,
 )
 
@@ -252,7 +246,7 @@ def _transform(
     """
     ft = spec.feature_tables[name]
     fn: Callable[..., pd.DataFrame] = spec.transform_fn(name)
-    meta = fn(*(empty_frame(spec.tables[t]) for t in ft.inputs))
+    meta = transform_output(spec, name)
     required = [*spec.join_keys(ft.entity), spec.timestamp_field]
     missing = [c for c in required if c not in meta.columns]
     if missing:
@@ -396,32 +390,3 @@ def merge_stats(parts: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.reset_index()
-
-
-# Prefect tasks: the work above, run on the Dask cluster of the flow's DaskTaskRunner.
-
-
-@contextmanager
-def _on_cluster() -> Iterator[None]:
-    """Inside a Dask worker, send Dask collections to the whole cluster, not this one worker."""
-    try:
-        get_worker()
-    except ValueError:
-        yield
-        return
-    with get_dask_client():
-        yield
-
-
-@task(name="plan-sources", cache_policy=NO_CACHE)
-def plan_sources_task(spec: DatasetSpec, source_uri: str) -> SourcePlan:
-    with _on_cluster():
-        return plan_sources(spec, source_uri)
-
-
-@task(name="build-features", cache_policy=NO_CACHE)
-def build_features_task(
-    spec: DatasetSpec, plan: SourcePlan, staging_uri: str, now: pd.Timestamp
-) -> PrepReport:
-    with _on_cluster():
-        return build_features(spec, plan, staging_uri, now)

@@ -13,15 +13,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from tasks.specs.dataset_spec import CheckSpec, ColumnSpec, TableSpec
+from tasks.specs.dataset_spec import CheckSpec, ColumnSpec, TableSpec, column_dtype
 
-PANDAS_DTYPES: dict[str, object] = {
-    "int64": "int64",
-    "float64": "float64",
-    "bool": "bool",
-    "string": pd.StringDtype("pyarrow"),  # a dtype check, not a per-value isinstance
-    "datetime": pd.DatetimeTZDtype(tz="UTC"),
-}
 REASON = "_reject_reason"
 SOURCE = "_source_file"
 
@@ -45,23 +38,6 @@ def build_schema(table: TableSpec, now: pd.Timestamp) -> pa.DataFrameSchema:
         {name: _column(col, now) for name, col in table.columns.items()},
         coerce=True,
         strict=False,
-    )
-
-
-NULLABLE_DTYPES: dict[str, object] = {"int64": "Int64", "bool": "boolean"}
-
-
-def column_dtype(col: ColumnSpec) -> object:
-    """The pandas dtype a validated column has (nullable ints and bools use pandas' NA types)."""
-    if col.nullable and col.dtype in NULLABLE_DTYPES:
-        return NULLABLE_DTYPES[col.dtype]
-    return PANDAS_DTYPES[col.dtype]
-
-
-def empty_frame(table: TableSpec) -> pd.DataFrame:
-    """A zero-row frame with the validated dtypes of `table` (dask's meta)."""
-    return pd.DataFrame(
-        {name: pd.Series(dtype=column_dtype(col)) for name, col in table.columns.items()}
     )
 
 

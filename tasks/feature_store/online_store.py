@@ -2,7 +2,7 @@
 
 Feast's own SQLite store keeps a row per entity *and feature*, each value a protobuf: a
 100-entity lookup reads ~1,600 rows, ~3 ms in SQL alone before Feast's Python SDK adds its
-own. Here a row holds the view's values as JSON (layout in tasks/online_reader.py, which reads
+own. Here a row holds the view's values as JSON (layout in deployments/online_reader.py, which reads
 it without Feast). Feast's SDK, `feast materialize` and `feast serve` use it through the
 OnlineStore interface. The last write wins, as in Feast's SQLite store: data_prep rewrites the
 offline tables and re-materializes, and that is the truth even where an event got older.

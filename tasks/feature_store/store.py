@@ -1,10 +1,8 @@
-"""Feast as the single source of features: definitions from a dataset spec, apply, materialize,
-point-in-time training sets, online lookups, the feature-set fingerprint and the skew check."""
+"""Feast as the single source of features: the store opened from settings, apply, materialize,
+point-in-time training sets, online lookups, the feature-set fingerprint and Feast's own CLI."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -13,35 +11,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import yaml
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast import FeatureService, FeatureStore, FeatureView
 from feast.repo_config import RepoConfig
-from feast.types import Bool, Float64, Int64, PrimitiveFeastType, String, UnixTimestamp
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.feature_store.offline_store import STORE_TYPE
-from tasks.specs.dataset_spec import DatasetSpec
+from deployments.fingerprint import fingerprint as feature_set_fingerprint
 from deployments.online_reader import OnlineReader, OnlineStoreError
+from tasks.feature_store.definitions import FeatureStoreError, feast_objects, view_name
+from tasks.feature_store.offline_store import STORE_TYPE
 from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
 from tasks.feature_store.online_store import store_path
-from tasks.data.raw_checks import empty_frame
-
-FEAST_TYPES: dict[str, PrimitiveFeastType] = {
-    "int64": Int64,
-    "Int64": Int64,
-    "float64": Float64,
-    "bool": Bool,
-    "boolean": Bool,
-    "string": String,
-    "object": String,
-}
-
-
-class FeatureStoreError(ValueError):
-    """A feature-store request that cannot be served; the message names what is wrong."""
+from tasks.specs.dataset_spec import DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -56,64 +37,9 @@ class StoreSettings:
     redis_connection_string: str = ""
 
 
-def view_name(spec: DatasetSpec, table: str) -> str:
-    return f"{spec.name}__{table}"
-
-
-def feature_schema(spec: DatasetSpec, table: str) -> list[Field]:
-    """The feature columns a transform produces, read from its output on empty inputs."""
-    ft = spec.feature_tables[table]
-    meta = spec.transform_fn(table)(*(empty_frame(spec.tables[t]) for t in ft.inputs))
-    skip = {*spec.join_keys(ft.entity), spec.timestamp_field}
-    fields = []
-    for column, dtype in meta.dtypes.items():
-        if column in skip:
-            continue
-        name = "string" if isinstance(dtype, pd.StringDtype) else str(dtype)
-        if name.startswith("datetime64"):
-            fields.append(Field(name=str(column), dtype=UnixTimestamp))
-        elif name in FEAST_TYPES:
-            fields.append(Field(name=str(column), dtype=FEAST_TYPES[name]))
-        else:
-            raise FeatureStoreError(f"feature_tables.{table}: column '{column}' has dtype {name}")
-    return fields
-
-
-def feast_objects(spec: DatasetSpec, features_uri: str) -> list[Any]:
-    """Entity, one FeatureView per feature table (source: the data_prep output) and services."""
-    label_table = spec.tables[spec.label.table]
-    entities = {}
-    for name, entity in spec.entities.items():
-        key_types = {label_table.columns[k].dtype for k in entity.join_keys}
-        value_type = ValueType.INT64 if key_types == {"int64"} else ValueType.STRING
-        entities[name] = Entity(name=name, join_keys=list(entity.join_keys), value_type=value_type)
-    views: dict[str, FeatureView] = {}
-    for table, ft in spec.feature_tables.items():
-        source = FileSource(
-            name=f"{view_name(spec, table)}__source",
-            path=f"{features_uri.rstrip('/')}/{table}",
-            timestamp_field=spec.timestamp_field,
-        )
-        views[table] = FeatureView(
-            name=view_name(spec, table),
-            entities=[entities[ft.entity]],
-            ttl=timedelta(days=ft.ttl_days),
-            schema=feature_schema(spec, table),
-            source=source,
-            online=True,
-            description=ft.description,
-            tags={"dataset": spec.name},
-        )
-    services = [
-        FeatureService(name=name, features=[views[t] for t in tables], tags={"dataset": spec.name})
-        for name, tables in spec.feature_services.items()
-    ]
-    return [*entities.values(), *views.values(), *services]
-
-
 def open_store(settings: StoreSettings, online: dict[str, Any] | None = None) -> FeatureStore:
     """A FeatureStore configured in code (local provider, file offline store, the SQLite
-    online store of tasks/online_store.py or Feast's Redis store). `online`, a Feast
+    online store of tasks/feature_store/online_store.py or Feast's Redis store). `online`, a Feast
     online-store config, replaces the settings' choice (Feast's own SQLite store, to compare)."""
     if online is None and settings.online_store == "redis":
         if not settings.redis_connection_string:
@@ -254,13 +180,10 @@ def online_features(
 
 
 def fingerprint(store: FeatureStore, service: str) -> str:
-    """`<service>:<sha256>` of the service's views: names, entities, features, dtypes, TTLs.
-
-    Plain data: the serving side compares it without importing Feast.
-    """
+    """The service's views (names, entities, features, dtypes, TTLs) as a plain-data fingerprint."""
     fs = _service(store, service)
     views = []
-    for projection in sorted(fs.feature_view_projections, key=lambda p: p.name):
+    for projection in fs.feature_view_projections:
         view = store.get_feature_view(projection.name)
         views.append(
             {
@@ -270,113 +193,7 @@ def fingerprint(store: FeatureStore, service: str) -> str:
                 "features": [[f.name, str(f.dtype)] for f in projection.features],
             }
         )
-    digest = hashlib.sha256(json.dumps(views, sort_keys=True).encode()).hexdigest()
-    return f"{service}:{digest[:16]}"
-
-
-@dataclass
-class SkewReport:
-    entities: int
-    mismatch_rate: dict[str, float]
-
-    @property
-    def worst(self) -> float:
-        return max(self.mismatch_rate.values(), default=0.0)
-
-
-def skew_check(
-    store: FeatureStore,
-    spec: DatasetSpec,
-    service: str,
-    entity_ids: pd.DataFrame,
-    as_of: datetime,
-    rtol: float = 1e-6,
-) -> SkewReport:
-    """Compare online vectors with offline ones as of `as_of`, feature by feature.
-
-    `as_of` is the materialization's end, which Feast excludes: the offline side is read just
-    before it.
-    """
-    keys = spec.service_keys(service)
-    before = as_of - timedelta(microseconds=1)
-    entity_df = entity_ids[keys].drop_duplicates().assign(**{spec.timestamp_field: before})
-    offline = training_set(store, spec, entity_df, service).set_index(keys).sort_index()
-    rows = entity_df[keys].to_dict("records")
-    online = online_features(store, spec, service, rows).set_index(keys).sort_index()
-    rates = {}
-    for column in online.columns:
-        if column not in offline.columns:
-            continue
-        a, b = online[column], offline[column].reindex(online.index)
-        same = _same_values(a, b, rtol)
-        rates[column] = float(1.0 - same.mean()) if len(same) else 0.0
-    return SkewReport(entities=len(entity_df), mismatch_rate=rates)
-
-
-def _same_values(a: pd.Series, b: pd.Series, rtol: float) -> np.ndarray:
-    """Element-wise equality; missing on both sides is equal, numbers compare within `rtol`."""
-    both_missing = (a.isna() & b.isna()).to_numpy()
-    x, y = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
-    if x.notna().sum() == a.notna().sum() and y.notna().sum() == b.notna().sum():
-        close = np.isclose(x.to_numpy(float), y.to_numpy(float), rtol=rtol, equal_nan=False)
-    else:
-        close = (a.astype(str) == b.astype(str)).to_numpy()
-    return close | both_missing
-
-
-class SkewError(FeatureStoreError):
-    """Online and offline features disagree beyond the allowed rate."""
-
-
-def sync_feature_store(
-    spec: DatasetSpec,
-    settings: StoreSettings,
-    features_uri: str,
-    now: datetime,
-    max_skew_rate: float,
-    sample: int = 200,
-    seed: int = 0,
-) -> dict[str, SkewReport]:
-    """Apply the dataset's definitions, materialize up to `now`, then check train/serve skew.
-
-    The check samples entities from the labels table and compares, per feature service, the
-    online vector with the offline one as of `now`; past `max_skew_rate` it raises SkewError.
-    """
-    if "://" not in features_uri:
-        features_uri = str(Path(features_uri).resolve())
-    store = open_store(settings)
-    apply_definitions(store, spec, features_uri)
-    materialize(store, spec, end=now)
-    labels = pd.read_parquet(f"{features_uri}/labels", columns=spec.join_keys())
-    reports = {}
-    for service in spec.feature_services:
-        keys = spec.service_keys(service)
-        entities = labels[keys].drop_duplicates()
-        entities = entities.sample(min(sample, len(entities)), random_state=seed)
-        reports[service] = skew_check(store, spec, service, entities, now)
-    enforce_skew(reports, max_skew_rate)
-    return reports
-
-
-def enforce_skew(reports: dict[str, SkewReport], max_skew_rate: float) -> None:
-    """Raise SkewError naming the worst features if any mismatch rate exceeds the maximum."""
-    bad = {
-        f"{service}.{feature}": rate
-        for service, report in reports.items()
-        for feature, rate in report.mismatch_rate.items()
-        if rate > max_skew_rate
-    }
-    if bad:
-        worst = ", ".join(
-            f"{k}: {v:.1%}" for k, v in sorted(bad.items(), key=lambda kv: -kv[1])[:5]
-        )
-        raise SkewError(
-            f"train/serve skew over max_skew_rate {max_skew_rate:.1%} for {len(bad)} "
-            f"feature(s): {worst}"
-        )
-
-
-sync_feature_store_task = task(name="sync-feature-store", cache_policy=NO_CACHE)(sync_feature_store)
+    return feature_set_fingerprint(service, views)
 
 
 def run_feast_cli(repo_path: str, command: str, data_root: str | None = None) -> str:

@@ -11,21 +11,29 @@ from typing import Any, Literal
 import pandas as pd
 import pandera.pandas as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from tasks.config import Strict
 
 Dtype = Literal["int64", "float64", "bool", "string", "datetime"]
 CheckLevel = Literal["row", "table"]
+
+
+PANDAS_DTYPES: dict[str, object] = {
+    "int64": "int64",
+    "float64": "float64",
+    "bool": "bool",
+    "string": pd.StringDtype("pyarrow"),  # a dtype check, not a per-value isinstance
+    "datetime": pd.DatetimeTZDtype(tz="UTC"),
+}
+NULLABLE_DTYPES: dict[str, object] = {"int64": "Int64", "bool": "boolean"}
 
 
 class SpecError(ValueError):
     """A dataset spec that cannot be used; the message names the file and field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CheckSpec(_Strict):
+class CheckSpec(Strict):
     """One pandera built-in check (e.g. `ge`, `in_range`, `isin`) or `not_in_future`."""
 
     check: str
@@ -55,14 +63,14 @@ class CheckSpec(_Strict):
         return f"{self.check}({args})" if args else self.check
 
 
-class ColumnSpec(_Strict):
+class ColumnSpec(Strict):
     dtype: Dtype
     nullable: bool = False
     max_null_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     checks: list[CheckSpec] = Field(default_factory=list)
 
 
-class TableSpec(_Strict):
+class TableSpec(Strict):
     """A raw input table: files under `path` (relative to the source URI) in the source format."""
 
     path: str
@@ -80,7 +88,7 @@ class TableSpec(_Strict):
         return self
 
 
-class FeatureTableSpec(_Strict):
+class FeatureTableSpec(Strict):
     """A feature table: `transform(first_input_partition, *other_inputs_whole) -> frame`.
 
     With `partition_by`, all rows of one key value must reach the transform together; the
@@ -98,22 +106,22 @@ class FeatureTableSpec(_Strict):
     description: str = ""
 
 
-class SourceSpec(_Strict):
+class SourceSpec(Strict):
     uri: str
     format: Literal["parquet", "csv"] = "parquet"
 
 
-class EntitySpec(_Strict):
+class EntitySpec(Strict):
     join_keys: list[str] = Field(min_length=1)
 
 
-class LabelSpec(_Strict):
+class LabelSpec(Strict):
     table: str
     column: str
     positive: int | str | bool = 1
 
 
-class GenerateOptions(_Strict):
+class GenerateOptions(Strict):
     """What every dataset generator takes: size, seed, defects and drift."""
 
     rows: int = Field(
@@ -137,7 +145,7 @@ class GenerateOptions(_Strict):
         return self
 
 
-class SegmentSpec(_Strict):
+class SegmentSpec(Strict):
     """A slice of the test set that validation scores on its own.
 
     A categorical feature (its integer codes, named by `labels`), or a numeric one cut at `bins`
@@ -155,7 +163,7 @@ class SegmentSpec(_Strict):
         return self
 
 
-class InvarianceSpec(_Strict):
+class InvarianceSpec(Strict):
     """Features the label should not depend on: perturbing them must barely move predictions."""
 
     features: list[str] = Field(min_length=1)
@@ -163,7 +171,7 @@ class InvarianceSpec(_Strict):
     scale: float = Field(default=0.01, gt=0.0, description="Relative noise for `noise`.")
 
 
-class ValidationSpec(_Strict):
+class ValidationSpec(Strict):
     """Dataset knowledge the validation flow checks a model against."""
 
     segments: dict[str, SegmentSpec] = Field(default_factory=dict)
@@ -173,11 +181,11 @@ class ValidationSpec(_Strict):
     invariance: list[InvarianceSpec] = Field(default_factory=list)
 
 
-class MonitoringSpec(_Strict):
+class MonitoringSpec(Strict):
     drift_features: list[str] = Field(default_factory=list, description="Watched for drift.")
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
     entities: dict[str, EntitySpec] = Field(min_length=1)
@@ -288,15 +296,32 @@ def parse_spec(text: str, where: str) -> DatasetSpec:
     return spec
 
 
-def feature_columns(spec: DatasetSpec) -> dict[str, list[str]]:
-    """Each feature table's feature columns: its transform's output on empty inputs."""
-    from tasks.data.raw_checks import empty_frame  # validate imports this module
+def column_dtype(col: ColumnSpec) -> object:
+    """The pandas dtype a validated column has (nullable ints and bools use pandas' NA types)."""
+    if col.nullable and col.dtype in NULLABLE_DTYPES:
+        return NULLABLE_DTYPES[col.dtype]
+    return PANDAS_DTYPES[col.dtype]
 
+
+def empty_frame(table: TableSpec) -> pd.DataFrame:
+    """A zero-row frame with the validated dtypes of `table` (Dask's meta)."""
+    return pd.DataFrame(
+        {name: pd.Series(dtype=column_dtype(col)) for name, col in table.columns.items()}
+    )
+
+
+def transform_output(spec: DatasetSpec, table: str) -> pd.DataFrame:
+    """A feature table's output schema: its transform run on empty inputs (zero rows)."""
+    ft = spec.feature_tables[table]
+    return spec.transform_fn(table)(*(empty_frame(spec.tables[t]) for t in ft.inputs))
+
+
+def feature_columns(spec: DatasetSpec) -> dict[str, list[str]]:
+    """Each feature table's feature columns (its output without join keys and timestamp)."""
     out = {}
     for name, ft in spec.feature_tables.items():
-        meta = spec.transform_fn(name)(*(empty_frame(spec.tables[t]) for t in ft.inputs))
         skip = {*spec.join_keys(ft.entity), spec.timestamp_field}
-        out[name] = [str(c) for c in meta.columns if c not in skip]
+        out[name] = [str(c) for c in transform_output(spec, name).columns if c not in skip]
     return out
 
 

@@ -1,4 +1,5 @@
-"""A trained model as a registry version: its files and everything needed to reproduce it."""
+"""A fitted model as a candidate version in the registry: its files, a reference sample of
+training rows, test metrics, and everything needed to reproduce it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import subprocess
 from typing import Any
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.registry.loading import REFERENCE
+from deployments.predictor import FEATURES, REFERENCE
 from tasks.registry.store import ModelVersion, Registry
+from tasks.specs.dataset_spec import DatasetSpec
+from tasks.training.trainers import Fitted
+from tasks.training.training_set import LabelledSet, Split
+from tasks.validation.metrics import binary_metrics
 
 PACKAGES = ("lightgbm", "torch", "pandas", "numpy", "scikit-learn", "feast", "prefect", "dask")
 
@@ -49,22 +52,46 @@ def data_summary(frame: pd.DataFrame, timestamp: str) -> dict[str, Any]:
 def register_candidate(
     registry: Registry,
     name: str,
-    model_files: dict[str, bytes],
-    reference: pd.DataFrame,
-    features: list[str],
-    metadata: dict[str, Any],
-    label: str,
+    spec: DatasetSpec,
+    service: str,
+    data: LabelledSet,
+    split: Split,
+    fitted: Fitted,
+    training: dict[str, Any],
+    reference_rows: int,
+    seed: int,
 ) -> ModelVersion:
-    """Register model files + a reference sample of training rows (features, label) + metadata."""
-    buffer = io.BytesIO()
-    reference[[*features, label]].to_parquet(buffer, index=False)
-    files = {
-        **model_files,
-        REFERENCE: buffer.getvalue(),
-        "features.json": json.dumps({"features": features}).encode(),
+    """Score the test split, then register the model files, a reference sample of training rows
+    (features and label) and metadata; `training` holds the trainer's name and parameters."""
+    label = spec.label.column
+    test_scores = fitted.predict(split.test)
+    metrics = {
+        **fitted.metrics,
+        **binary_metrics(split.test[label].to_numpy(), test_scores, "test_"),
     }
-    full = {**metadata, "git_sha": git_sha(), "packages": package_versions()}
-    return registry.register(name, files, full)
-
-
-register_candidate_task = task(name="register-candidate", cache_policy=NO_CACHE)(register_candidate)
+    reference = split.train.sample(min(reference_rows, len(split.train)), random_state=seed)
+    buffer = io.BytesIO()
+    reference[[*data.features, label]].to_parquet(buffer, index=False)
+    files = {
+        **fitted.files,
+        REFERENCE: buffer.getvalue(),
+        FEATURES: json.dumps({"features": data.features}).encode(),
+    }
+    metadata = {
+        "dataset": spec.name,
+        "feature_service": service,
+        "feature_fingerprint": data.fingerprint,
+        **training,
+        "seed": seed,
+        **fitted.details,
+        "categorical": data.categorical,
+        "label": label,
+        "metrics": metrics,
+        "data": {
+            part: data_summary(getattr(split, part), spec.timestamp_field)
+            for part in ("train", "valid", "test")
+        },
+        "git_sha": git_sha(),
+        "packages": package_versions(),
+    }
+    return registry.register(name, files, metadata)

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import lightgbm as lgb
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import log_loss, roc_auc_score
 
 
 class LightGBMParams(BaseModel):
@@ -104,15 +102,3 @@ def train_lightgbm(
             "valid_positive_rate": float(valid[label].mean()),
         },
     )
-
-
-def predict(model_text: str, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
-    return np.asarray(lgb.Booster(model_str=model_text).predict(frame[features]))
-
-
-def binary_metrics(labels: np.ndarray, scores: np.ndarray, prefix: str = "") -> dict[str, float]:
-    return {
-        f"{prefix}auc": float(roc_auc_score(labels, scores)),
-        f"{prefix}logloss": float(log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7))),
-        f"{prefix}positive_rate": float(np.mean(labels)),
-    }

@@ -7,26 +7,22 @@ state_dict, loaded back here with `weights_only=True`.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.torch_mlp import Encoding, TabularMLP
+from deployments.torch_mlp import Encoding, torch_predictor
 from tasks.training.torch_worker import run
-from tasks.training.lightgbm_trainer import binary_metrics
+from tasks.validation.metrics import binary_metrics
 
 # bench/train, 2 CPU workers on 2 cores: ~72k samples/s at Horovod's 1 ms, ~90k at 5 ms
 CPU_CYCLE_TIME_MS = 5.0
@@ -154,7 +150,7 @@ def train_torch(
         state = (workdir / "model.pt").read_bytes()
         stats = json.loads((workdir / "stats.json").read_text())
     saved = {"encoding": encoding.to_dict(), "model": model_config}
-    scores = predict_torch(state, saved, valid)
+    scores = torch_predictor(state, saved)(valid)
     metrics = {
         **binary_metrics(valid[label].to_numpy(), scores, prefix="valid_"),
         "samples_per_s": float(stats["samples_per_s"]),
@@ -162,26 +158,3 @@ def train_torch(
         "gpu_peak_bytes": float(stats["gpu_peak_bytes"]),
     }
     return TrainedTorch(state_dict=state, config=saved, metrics=metrics)
-
-
-def load_model(state: bytes, config: dict) -> tuple[TabularMLP, Encoding]:
-    encoding = Encoding(**config["encoding"])
-    model = TabularMLP(encoding, **config["model"])
-    model.load_state_dict(torch.load(io.BytesIO(state), weights_only=True))
-    return model.eval(), encoding
-
-
-def torch_predictor(state: bytes, config: dict) -> Callable[[pd.DataFrame], np.ndarray]:
-    """Load once; the returned function scores frames (probability of the positive class)."""
-    model, encoding = load_model(state, config)
-
-    def predict(frame: pd.DataFrame) -> np.ndarray:
-        numeric, codes = encoding.transform(frame)
-        with torch.no_grad():
-            return torch.sigmoid(model(numeric, codes)).numpy().astype("float64")
-
-    return predict
-
-
-def predict_torch(state: bytes, config: dict, frame: pd.DataFrame) -> np.ndarray:
-    return torch_predictor(state, config)(frame)

@@ -7,14 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.training.lightgbm_trainer import LightGBMParams, predict, train_lightgbm
-from tasks.training.torch_trainer import TorchParams, torch_predictor, train_torch
+from deployments.predictor import Predict, lightgbm_predictor
+from deployments.torch_mlp import torch_predictor
+from tasks.training.lightgbm_trainer import LightGBMParams, train_lightgbm
+from tasks.training.torch_trainer import TorchParams, train_torch
 from tasks.training.training_set import Split
 
 Trainer = Literal["lightgbm", "torch"]
@@ -24,7 +22,7 @@ Trainer = Literal["lightgbm", "torch"]
 class Fitted:
     files: dict[str, bytes]  # what the registry stores for this model
     metrics: dict[str, float]
-    predict: Callable[[pd.DataFrame], np.ndarray]
+    predict: Predict
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,7 +47,7 @@ def fit_lightgbm(data: TrainingInputs, params: BaseModel) -> Fitted:
     return Fitted(
         files={"model.txt": trained.model_text.encode()},
         metrics=trained.metrics,
-        predict=lambda frame: predict(trained.model_text, frame, features),
+        predict=lightgbm_predictor(trained.model_text, features),
         details={"best_iteration": trained.best_iteration, "monotone": data.monotone},
     )
 
@@ -76,6 +74,3 @@ TRAINERS: dict[str, Callable[[TrainingInputs, BaseModel], Fitted]] = {
 
 def fit(trainer: Trainer, data: TrainingInputs, params: BaseModel) -> Fitted:
     return TRAINERS[trainer](data, params)
-
-
-fit_task = task(name="train", cache_policy=NO_CACHE, task_run_name="train-{trainer}")(fit)

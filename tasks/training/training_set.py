@@ -1,4 +1,5 @@
-"""Training sets: checks that fail before any training starts, and the time-based split."""
+"""Training sets: the labelled rows with their point-in-time features, checks that fail before
+any training starts, and the time-based split."""
 
 from __future__ import annotations
 
@@ -7,9 +8,40 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tasks.feature_store.store import (
+    StoreSettings,
+    fingerprint,
+    labelled_set,
+    open_store,
+    service_features,
+)
+from tasks.specs.dataset_spec import DatasetSpec
+
 
 class TrainingDataError(ValueError):
     """A training set no model should be trained on; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """A feature service's training set: rows, its feature columns, and the feature set's
+    fingerprint at the time it was read."""
+
+    frame: pd.DataFrame
+    features: list[str]
+    categorical: list[str]
+    fingerprint: str
+
+
+def load_labelled_set(
+    spec: DatasetSpec, labels_uri: str, settings: StoreSettings, service: str
+) -> LabelledSet:
+    """data_prep's labelled rows at `labels_uri` with the service's features, point in time."""
+    labels = pd.read_parquet(labels_uri)
+    store = open_store(settings)
+    features, categorical = service_features(store, spec, service)
+    frame = labelled_set(store, spec, labels, service)
+    return LabelledSet(frame, features, categorical, fingerprint(store, service))
 
 
 @dataclass(frozen=True)

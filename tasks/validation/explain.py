@@ -28,7 +28,9 @@ from interpret.glassbox import ExplainableBoostingClassifier
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
-Predict = Callable[[pd.DataFrame], np.ndarray]
+from deployments.predictor import REFERENCE, LoadedModel, Predict
+from tasks.registry.store import Registry
+from tasks.specs.dataset_spec import DatasetSpec
 
 
 class ExplainOptions(BaseModel):
@@ -291,3 +293,33 @@ def explain_models(
         plots=plots,
         seconds=time.perf_counter() - started,
     )
+
+
+class ExplainError(ValueError):
+    """A version that cannot be explained; the message names the model, version and file."""
+
+
+def explain_versions(
+    registry: Registry,
+    spec: DatasetSpec,
+    test: pd.DataFrame,
+    candidate: LoadedModel,
+    champion: LoadedModel | None,
+    opts: ExplainOptions,
+    seed: int,
+) -> Explanation:
+    """Explain a candidate (and compare with the champion); the glass box learns from the
+    candidate's reference sample of training rows."""
+    started = time.perf_counter()
+    named = {f"candidate v{candidate.version}": candidate}
+    if champion is not None:
+        named[f"champion v{champion.version}"] = champion
+    reference = pd.read_parquet(registry.file_uri(candidate.name, candidate.version, REFERENCE))
+    if spec.label.column not in reference.columns:
+        raise ExplainError(
+            f"model '{candidate.name}' v{candidate.version}: {REFERENCE} has no label column "
+            f"'{spec.label.column}' (registered by an older training flow; train it again)"
+        )
+    train = reference.sample(min(opts.ebm_rows, len(reference)), random_state=seed)
+    categorical = candidate.metadata.get("categorical", [])
+    return explain_models(named, train, test, categorical, spec.label.column, opts, seed, started)

@@ -6,26 +6,23 @@ import math
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from tasks.config import Strict
+from tasks.validation.behaviour import InvarianceResult, MonotonicResult
 from tasks.validation.metrics import (
     HIGHER_IS_BETTER,
+    Evaluation,
     HigherMetric,
-    InvarianceResult,
     LowerMetric,
     Metric,
-    MonotonicResult,
     SegmentMetrics,
 )
 
 GateKind = Literal["minimum", "maximum", "regression", "segment", "data", "behaviour"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataChecks(_Strict):
+class DataChecks(Strict):
     min_test_rows: int = Field(default=300, ge=1)
     max_feature_null_rate: float = Field(default=0.6, ge=0.0, le=1.0)
     require_same_features: bool = Field(
@@ -33,7 +30,7 @@ class DataChecks(_Strict):
     )
 
 
-class BehaviourGates(_Strict):
+class BehaviourGates(Strict):
     max_monotonic_violation_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     max_invariance_change: float = Field(
         default=0.02, ge=0.0, le=1.0, description="Mean |change| of the predicted probability."
@@ -41,7 +38,7 @@ class BehaviourGates(_Strict):
     rows: int = Field(default=1_000, ge=10, le=100_000, description="Test rows checked.")
 
 
-class GatePolicy(_Strict):
+class GatePolicy(Strict):
     """What a candidate must show to become `challenger`."""
 
     minimums: dict[HigherMetric, float] = Field(default={"auc": 0.6})
@@ -232,3 +229,20 @@ def behaviour_gates(
 
 def failed(gates: list[GateResult]) -> list[GateResult]:
     return [g for g in gates if not g.passed]
+
+
+def judge(
+    policy: GatePolicy,
+    data: DataEvidence,
+    candidate: Evaluation,
+    champion: Evaluation | None,
+    monotonic: list[MonotonicResult],
+    invariance: list[InvarianceResult],
+) -> list[GateResult]:
+    """Every gate of the policy on the evidence; against the champion where there is one."""
+    return [
+        *data_gates(data, policy.data),
+        *metric_gates(candidate.metrics, champion.metrics if champion else None, policy),
+        *segment_gates(candidate.segments, champion.segments if champion else None, policy),
+        *behaviour_gates(monotonic, invariance, policy.behaviour),
+    ]

@@ -8,8 +8,10 @@ import fsspec
 import pandas as pd
 from feast import FeatureStore
 
+from deployments.predictor import LoadedModel
+from tasks.feature_store.store import StoreSettings, fingerprint, labelled_set, open_store
 from tasks.specs.dataset_spec import DatasetSpec
-from tasks.feature_store.store import labelled_set
+from tasks.validation.gates import DataEvidence
 
 
 class HoldoutError(ValueError):
@@ -58,3 +60,33 @@ def holdout(
         more = labelled_set(store, spec, rows, service)
         frame = pd.concat([frame, more[[c for c in more if c not in frame]]], axis=1)
     return frame
+
+
+def test_set(
+    spec: DatasetSpec,
+    labels: pd.DataFrame,
+    models: list[LoadedModel],
+    settings: StoreSettings,
+    test_from: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, DataEvidence]:
+    """The rows after every model's training data (or after `test_from`) with their features,
+    and the data evidence the gates judge (the candidate is `models[0]`)."""
+    store = open_store(settings)
+    seen = max(trained_to(m.metadata) for m in models)
+    after = test_from if test_from is not None else seen
+    services = list(dict.fromkeys(m.metadata["feature_service"] for m in models))
+    frame = holdout(store, spec, labels, services, after)
+    candidate = models[0]
+    nulls = frame[candidate.features].isna().mean()
+    evidence = DataEvidence(
+        test_rows=len(frame),
+        positives=int(frame[spec.label.column].sum()),
+        worst_null_feature=str(nulls.idxmax()),
+        worst_null_rate=float(nulls.max()),
+        fingerprint_trained=candidate.metadata["feature_fingerprint"],
+        fingerprint_now=fingerprint(store, candidate.metadata["feature_service"]),
+        # rounded outwards to the microseconds a datetime holds: the order is kept
+        test_from=frame[spec.timestamp_field].min().ceil("us").to_pydatetime(),
+        trained_to=seen.floor("us").to_pydatetime(),
+    )
+    return frame, evidence

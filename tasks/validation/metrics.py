@@ -1,9 +1,8 @@
-"""Model evaluation on a labelled test set: metrics, calibration, segments and behaviour."""
+"""Binary-classifier metrics on labelled rows: overall, calibration and per segment."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -11,9 +10,9 @@ import pandas as pd
 from pydantic import BaseModel
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from tasks.specs.dataset_spec import InvarianceSpec, SegmentSpec
+from deployments.predictor import LoadedModel
+from tasks.specs.dataset_spec import DatasetSpec, SegmentSpec
 
-Predict = Callable[[pd.DataFrame], np.ndarray]
 HigherMetric = Literal["auc", "pr_auc"]
 LowerMetric = Literal["logloss", "brier", "ece"]
 Metric = Literal["auc", "pr_auc", "logloss", "brier", "ece"]
@@ -71,6 +70,12 @@ def metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """`metrics` and the positive rate, keyed `<prefix><metric>` (training's valid_/test_)."""
+    values = {**metrics(labels, scores), "positive_rate": float(np.mean(labels))}
+    return {f"{prefix}{k}": v for k, v in values.items()}
+
+
 def segment_masks(frame: pd.DataFrame, name: str, spec: SegmentSpec) -> dict[str, np.ndarray]:
     """Row masks per value of one segment, keyed `<segment>=<value>`."""
     values = frame[spec.feature]
@@ -119,71 +124,25 @@ def segment_metrics(
     return out
 
 
-class MonotonicResult(BaseModel):
-    feature: str
-    direction: Literal["increasing", "decreasing"]
-    rows: int
-    grid: list[float]
-    violation_rate: float  # share of rows whose prediction moves against the direction
-    worst_move: float
+class Evaluation(BaseModel):
+    version: int
+    metrics: dict[str, float]
+    segments: list[SegmentMetrics]
 
 
-def monotonic_check(
-    predict: Predict,
-    frame: pd.DataFrame,
-    feature: str,
-    direction: Literal["increasing", "decreasing"],
-    points: int = 8,
-) -> MonotonicResult:
-    """Sweep `feature` over its observed quantiles for every row; count moves the wrong way."""
-    column = frame[feature]
-    values = column.to_numpy("float64")
-    grid = np.unique(np.nanquantile(values, np.linspace(0, 1, points)))
-    if pd.api.types.is_integer_dtype(column.dtype):  # small counts: every value in the range
-        low, high = np.nanmin(values), np.nanmax(values)
-        grid = np.arange(low, high + 1) if high - low <= 4 * points else np.unique(np.round(grid))
-    sweeps = np.column_stack(
-        [predict(frame.assign(**{feature: column.dtype.type(v)})) for v in grid]
-    )
-    moves = np.diff(sweeps, axis=1) * (1 if direction == "increasing" else -1)
-    wrong = (moves < -1e-9).any(axis=1) if moves.size else np.zeros(len(frame), bool)
-    return MonotonicResult(
-        feature=feature,
-        direction=direction,
-        rows=len(frame),
-        grid=[float(v) for v in grid],
-        violation_rate=float(wrong.mean()),
-        worst_move=float(-moves.min()) if moves.size and moves.min() < 0 else 0.0,
-    )
-
-
-class InvarianceResult(BaseModel):
-    features: list[str]
-    perturbation: str
-    rows: int
-    mean_abs_change: float
-    max_abs_change: float
-
-
-def invariance_check(
-    predict: Predict, frame: pd.DataFrame, spec: InvarianceSpec, seed: int
-) -> InvarianceResult:
-    """How far predictions move when features the label should not depend on are perturbed."""
-    rng = np.random.default_rng(seed)
-    perturbed = frame.copy()
-    if spec.perturbation == "shuffle":
-        order = rng.permutation(len(frame))
-        for f in spec.features:
-            perturbed[f] = frame[f].to_numpy()[order]
-    else:
-        for f in spec.features:
-            noise = 1 + spec.scale * rng.standard_normal(len(frame))
-            perturbed[f] = (frame[f].astype("float64") * noise).astype(frame[f].dtype)
-    change = np.abs(predict(perturbed) - predict(frame))
-    return InvarianceResult(
-        features=list(spec.features),
-        perturbation=spec.perturbation,
-        rows=len(frame),
-        mean_abs_change=float(change.mean()),
-        max_abs_change=float(change.max()),
+def evaluate_model(
+    model: LoadedModel, test: pd.DataFrame, spec: DatasetSpec, min_segment_rows: int
+) -> Evaluation:
+    """A model's metrics on the test set, overall and in every segment the spec declares."""
+    labels = test[spec.label.column].to_numpy()
+    scores = model.predict(test)
+    masks = {
+        k: m
+        for name, seg in spec.validation.segments.items()
+        for k, m in segment_masks(test, name, seg).items()
+    }
+    return Evaluation(
+        version=model.version,
+        metrics=metrics(labels, scores),
+        segments=segment_metrics(masks, labels, scores, min_segment_rows),
     )

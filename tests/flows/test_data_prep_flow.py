@@ -72,8 +72,8 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
 
     # data_prep ended by materializing: the online store answers for a customer
     from blocks import FeatureRepo
-    from tasks.specs.datasets import get_dataset
     from tasks.feature_store.store import online_features, open_store, training_set
+    from tasks.specs.datasets import get_dataset
 
     spec = get_dataset("credit_risk")
     store = open_store(FeatureRepo.load("tmp-feast").settings())

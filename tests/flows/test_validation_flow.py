@@ -16,13 +16,13 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
 from blocks import ModelRegistry, ValidationPolicy
+from deployments.predictor import ModelLoadError
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, ValidationResult, validation
+from tasks.registry.store import RegistryError
 from tasks.validation.explain import ExplainOptions
 from tasks.validation.gates import GatePolicy
 from tasks.validation.holdout import HoldoutError
-from tasks.registry.loading import ModelLoadError
-from tasks.registry.store import RegistryError
 
 pytestmark = pytest.mark.flows
 SMALL = ExplainOptions(rows=150, ebm_rows=1_000, pdp_features=1, local_rows=1)

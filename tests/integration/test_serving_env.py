@@ -66,3 +66,91 @@ def test_serving_env_reads_online_features_without_feast(credit_spec, tiny_featu
     no_feast, values = done.stdout.split(" ", 1)
     assert no_feast == "True" and json.loads(values) == expected
     assert sum(v is not None for v in expected["annual_income"]) > 10
+
+
+BANNED = ("prefect", "prefect_dask", "feast", "dask", "distributed", "tasks", "flows", "blocks")
+
+
+def test_every_deployments_module_imports_in_the_serving_env() -> None:
+    """deployments/ is the serving runtime's library: the serving interpreter, which has none of
+    the platform's packages, imports each of its modules, and none pulls in the platform."""
+    code = (
+        "import importlib, json, pkgutil, sys; import deployments;"
+        "names = [m.name for m in pkgutil.walk_packages(deployments.__path__, 'deployments.')];"
+        "[importlib.import_module(n) for n in names];"
+        f"print(json.dumps([names, [b for b in {BANNED!r} if b in sys.modules]]))"
+    )
+    done = subprocess.run(
+        [str(SERVING_PY), "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    names, loaded = json.loads(done.stdout)
+    assert {"deployments.online_reader", "deployments.predictor", "deployments.torch_mlp"} <= set(
+        names
+    )
+    assert loaded == []
+
+
+def test_the_serving_env_loads_registry_versions_and_scores_as_the_platform(tmp_path) -> None:
+    """A LightGBM and a torch version registered by the platform score the same rows to the
+    same values when the serving interpreter loads them from the registry folder."""
+    import numpy as np
+    import pandas as pd
+
+    from deployments.predictor import load_version
+    from tasks.registry.store import Registry
+    from tasks.training.lightgbm_trainer import LightGBMParams
+    from tasks.training.torch_trainer import TorchParams
+    from tasks.training.trainers import TrainingInputs, fit
+    from tasks.training.training_set import time_split
+
+    rng = np.random.default_rng(0)
+    n = 3_000
+    frame = pd.DataFrame(
+        {
+            "ts": pd.date_range("2025-01-01", periods=n, freq="h", tz="UTC"),
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "cat": rng.integers(0, 4, n),
+        }
+    )
+    frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-(frame["x1"] - frame["x2"])))).astype(float)
+    inputs = TrainingInputs(time_split(frame, "ts"), ["x1", "x2", "cat"], ["cat"], "y", 0)
+    registry = Registry(str(tmp_path / "registry"))
+    rows = frame.head(50)
+    expected = {}
+    for trainer, params in (
+        ("lightgbm", LightGBMParams(num_boost_round=30)),
+        ("torch", TorchParams(epochs=1)),
+    ):
+        fitted = fit(trainer, inputs, params)  # type: ignore[arg-type]
+        files = {
+            **fitted.files,
+            "features.json": json.dumps({"features": ["x1", "x2", "cat"]}).encode(),
+        }
+        registry.register(f"m-{trainer}", files, {"trainer": trainer})
+        expected[trainer] = load_version(tmp_path / "registry", f"m-{trainer}", 1).predict(rows)
+        np.testing.assert_array_equal(expected[trainer], fitted.predict(rows))
+    code = (
+        "import json, sys, pandas as pd; from deployments.predictor import load_version;"
+        "rows = pd.DataFrame(json.loads(sys.argv[2]));"
+        "print(json.dumps({t: load_version(sys.argv[1], f'm-{t}', 1).predict(rows).tolist()"
+        " for t in ('lightgbm', 'torch')}))"
+    )
+    done = subprocess.run(
+        [
+            str(SERVING_PY),
+            "-c",
+            code,
+            str(tmp_path / "registry"),
+            json.dumps(rows.drop(columns="ts").to_dict("list")),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    served = json.loads(done.stdout)
+    for trainer, scores in expected.items():
+        assert served[trainer] == scores.tolist()

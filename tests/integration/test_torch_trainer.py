@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.training.torch_trainer import TorchParams, launch_command, predict_torch, train_torch
+from deployments.torch_mlp import torch_predictor
+from tasks.training.torch_trainer import TorchParams, launch_command, train_torch
 from tasks.training.training_set import time_split
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ def test_data_parallel_training_learns_and_reloads(split, backend: str, processe
     )
     assert trained.metrics["world_size"] == processes
     assert trained.metrics["valid_auc"] > 0.85
-    scores = predict_torch(trained.state_dict, trained.config, split.test)  # weights_only load
+    scores = torch_predictor(trained.state_dict, trained.config)(split.test)  # weights_only load
     assert scores.shape == (len(split.test),) and np.isfinite(scores).all()
 
 

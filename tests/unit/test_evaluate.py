@@ -6,13 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tasks.specs.dataset_spec import InvarianceSpec, SegmentSpec
-from tasks.validation.metrics import (
-    invariance_check,
-    metrics,
-    monotonic_check,
-    segment_masks,
-    segment_metrics,
-)
+from tasks.validation.behaviour import invariance_check, monotonic_check
 from tasks.validation.gates import (
     BehaviourGates,
     DataChecks,
@@ -24,6 +18,7 @@ from tasks.validation.gates import (
     metric_gates,
     segment_gates,
 )
+from tasks.validation.metrics import metrics, segment_masks, segment_metrics
 
 pytestmark = pytest.mark.unit
 

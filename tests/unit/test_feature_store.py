@@ -7,18 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tasks.feature_store.skew import SkewError, enforce_skew, skew_check, sync_feature_store
 from tasks.feature_store.store import (
     FeatureStoreError,
-    SkewError,
     StoreSettings,
     apply_definitions,
-    enforce_skew,
     fingerprint,
     materialize,
     online_features,
     open_store,
-    skew_check,
-    sync_feature_store,
     training_set,
 )
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
+from deployments.online_reader import OnlineReader, OnlineStoreError, entity_key
 from tasks.feature_store.store import (
     FeatureStoreError,
     StoreSettings,
@@ -20,7 +21,6 @@ from tasks.feature_store.store import (
     online_reader,
     open_store,
 )
-from deployments.online_reader import OnlineReader, OnlineStoreError, entity_key
 
 pytestmark = pytest.mark.unit
 SERVICE = "credit_risk_default_v1"

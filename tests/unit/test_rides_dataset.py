@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from features.rides.generator import generate
-from tasks.specs.dataset_spec import GenerateOptions
-from tasks.specs.datasets import get_dataset, list_datasets
+from tasks.data.preprocess import build_features, plan_sources
 from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
@@ -21,7 +20,8 @@ from tasks.feature_store.store import (
     open_store,
     training_set,
 )
-from tasks.data.preprocess import build_features, plan_sources
+from tasks.specs.dataset_spec import GenerateOptions
+from tasks.specs.datasets import get_dataset, list_datasets
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ import yaml
 from features.credit_risk.generator import generate_demo
 from features.rides.generator import generate
 from flows.cli import main
-from tasks.specs.dataset_spec import GenerateOptions, TableSpec
-from tasks.specs.datasets import get_dataset
 from tasks.data.ingest import read_file
 from tasks.data.raw_checks import build_schema, validate_partition
+from tasks.specs.dataset_spec import GenerateOptions, TableSpec
+from tasks.specs.datasets import get_dataset
 
 pytestmark = pytest.mark.unit
 NOW = pd.Timestamp("2026-11-29", tz="UTC")

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.training.lightgbm_trainer import LightGBMParams, predict, train_lightgbm
+from deployments.predictor import lightgbm_predictor
+from tasks.training.lightgbm_trainer import LightGBMParams, train_lightgbm
 from tasks.training.training_set import TrainingDataError, check_training_set, time_split
 
 pytestmark = pytest.mark.unit
@@ -61,5 +62,5 @@ def test_lightgbm_learns_is_deterministic_and_stops_early() -> None:
     assert a.best_iteration < 2_000
     assert a.metrics["valid_auc"] > 0.8
     assert "categorical_feature" in a.model_text or "cat_threshold" in a.model_text
-    scores = predict(a.model_text, split.test, ["x1", "x2", "cat"])
+    scores = lightgbm_predictor(a.model_text, ["x1", "x2", "cat"])(split.test)
     assert scores.shape == (len(split.test),) and ((scores >= 0) & (scores <= 1)).all()

@@ -10,7 +10,7 @@ from features.credit_risk.transforms import (
     encode,
     transaction_windows,
 )
-from tasks.data.raw_checks import empty_frame
+from tasks.specs.dataset_spec import empty_frame
 
 pytestmark = pytest.mark.unit
 

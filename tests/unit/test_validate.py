@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.specs.dataset_spec import TableSpec
 from tasks.data.raw_checks import REASON, DataValidationError, build_schema, validate_partition
+from tasks.specs.dataset_spec import TableSpec
 
 pytestmark = pytest.mark.unit
 NOW = pd.Timestamp("2026-11-29", tz="UTC")

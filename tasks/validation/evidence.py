@@ -1,18 +1,19 @@
-"""The validation evidence as Prefect artifacts: gates, metrics, segments, explanations, plots."""
+"""The validation evidence: the record kept beside the version, and its artifact content
+(gates, metrics, segments, explanations, plots)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+import pandas as pd
 
-from tasks.artifacts import artifact_key
-from tasks.registry.store import Registry
+from tasks.artifacts import markdown_table
+from tasks.validation.behaviour import InvarianceResult, MonotonicResult
+from tasks.validation.explain import Explanation, importance_moves
+from tasks.validation.gates import DataEvidence, GatePolicy, GateResult
+from tasks.validation.metrics import Evaluation
 
 
 def _num(value: Any) -> str:
@@ -53,15 +54,6 @@ def metric_rows(evidence: dict[str, Any]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def _table(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return ["(none)"]
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return lines
-
-
 def evidence_markdown(
     evidence: dict[str, Any], plot_uris: dict[str, str], pending_approval: bool
 ) -> str:
@@ -84,10 +76,10 @@ def evidence_markdown(
         f"(training data to {evidence['data']['trained_to']}).",
         "",
         "## Gates",
-        *_table(gate_rows(evidence)),
+        *markdown_table(gate_rows(evidence)),
         "",
         "## Metrics",
-        *_table(metric_rows(evidence)),
+        *markdown_table(metric_rows(evidence)),
         "",
         "## Explanations (InterpretML)",
         f"Glass-box reference (EBM on {box['rows']:,} training rows): test AUC "
@@ -105,7 +97,7 @@ def evidence_markdown(
     if evidence["importance_moves"]:
         lines += [
             "Features whose importance share moved most (candidate vs champion, Morris mu*):",
-            *_table(
+            *markdown_table(
                 [
                     {
                         "feature": m["feature"],
@@ -122,49 +114,66 @@ def evidence_markdown(
     return "\n".join(lines)
 
 
-def publish_evidence(
-    registry: Registry,
-    evidence: dict[str, Any],
-    stamp: str,
-    plots: list[str],
-    pending_approval: bool,
-) -> None:
-    """Markdown summary, gate and metric tables, and a link to each plot in the registry."""
-    name, version = evidence["model"], evidence["candidate"]
-    uris = {f: registry.record_uri(name, version, "validation", stamp, f) for f in plots}
-    create_markdown_artifact(
-        key=artifact_key("validation", name),
-        markdown=evidence_markdown(evidence, uris, pending_approval),
-        description=f"Validation evidence for {name} v{version}",
-    )
-    create_table_artifact(
-        key=artifact_key("validation-gates", name),
-        table=gate_rows(evidence),
-        description=f"Gate results for {name} v{version}",
-    )
-    create_table_artifact(
-        key=artifact_key("validation-metrics", name),
-        table=metric_rows(evidence),
-        description=f"Candidate and champion metrics for {name} v{version}",
-    )
-    for file, uri in uris.items():
-        create_link_artifact(
-            key=artifact_key("validation-plot", name, file.removesuffix(".png")),
-            link=uri if "://" in uri else f"file://{uri}",
-            link_text=file,
-            description=f"{file} for {name} v{version}",
-        )
+def build_evidence(
+    name: str,
+    policy: GatePolicy,
+    data: DataEvidence,
+    evaluations: list[Evaluation],
+    monotonic: list[MonotonicResult],
+    invariance: list[InvarianceResult],
+    gates: list[GateResult],
+    explanation: Explanation,
+) -> dict[str, Any]:
+    """Everything the decision rests on, as JSON-able data (candidate first in `evaluations`)."""
+    ranked = list(explanation.importances.values())  # candidate first, then the champion
+    moves = importance_moves(ranked[0], ranked[1]) if len(ranked) == 2 else []
+    return {
+        "model": name,
+        "candidate": evaluations[0].version,
+        "champion": evaluations[1].version if len(evaluations) > 1 else None,
+        "policy": policy.model_dump(mode="json"),
+        "data": data.model_dump(mode="json"),
+        "metrics": {e.version: e.metrics for e in evaluations},
+        "segments": {e.version: [s.model_dump() for s in e.segments] for e in evaluations},
+        "behaviour": {
+            "monotonic": [m.model_dump() for m in monotonic],
+            "invariance": [i.model_dump() for i in invariance],
+        },
+        "gates": [g.model_dump() for g in gates],
+        "importance_moves": [m.model_dump() for m in moves],
+        "glass_box": explanation.glass_box.model_dump(),
+        "explain_seconds": explanation.seconds,
+        "local_explanations": [e.model_dump() for e in explanation.local],
+        "partial_dependence": explanation.dependence,
+    }
 
 
-def publish_decision(name: str, version: int, outcome: dict[str, Any]) -> None:
+def evidence_files(evidence: dict[str, Any], explanation: Explanation) -> dict[str, bytes]:
+    """The files of the registry's validation record."""
+    return {
+        "evidence.json": json.dumps(evidence, indent=2, default=str).encode(),
+        "importances.json": json.dumps(explanation.importances, indent=2).encode(),
+        **explanation.plots,
+    }
+
+
+def decision_outcome(
+    decision: str, failing: list[str], stamp: str, approval: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "decision": decision,
+        "failed_gates": failing,
+        "evidence": stamp,
+        "approval": approval,
+        "decided_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+
+
+def decision_markdown(name: str, version: int, outcome: dict[str, Any]) -> str:
     lines = [f"# {name} v{version}: {outcome['decision']}", ""]
     if outcome["failed_gates"]:
         lines.append("Failed: " + ", ".join(f"`{g}`" for g in outcome["failed_gates"]))
     if outcome["approval"]:
         lines.append(f"Approval: {outcome['approval']}")
     lines.append(f"Evidence: registry record `validation/{outcome['evidence']}`.")
-    create_markdown_artifact(
-        key=artifact_key("validation-decision", name),
-        markdown="\n".join(lines),
-        description=f"Validation decision for {name} v{version}",
-    )
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""A registry version loaded as a predictor: its model files are data, read by their trainer's
+loader (LightGBM's text model; a torch state_dict read with `weights_only=True`).
+
+`load_version` reads a version straight from a local registry folder (the layout of
+tasks/registry/store.py), as a serving process does; the platform reads through its Registry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+Predict = Callable[[pd.DataFrame], np.ndarray]  # feature frame -> P(positive class)
+REFERENCE = "reference.parquet"  # a sample of training rows: features and label
+FEATURES = "features.json"
+MODEL_FILES: dict[str, tuple[str, ...]] = {
+    "lightgbm": ("model.txt",),
+    "torch": ("model.pt", "model.json"),
+}
+
+
+class ModelLoadError(ValueError):
+    """A version whose model cannot be loaded; names the model, version and file."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: int
+    features: list[str]
+    metadata: dict[str, Any]
+    predict: Predict
+
+
+def lightgbm_predictor(model_text: str, features: list[str]) -> Predict:
+    booster = lgb.Booster(model_str=model_text)
+    return lambda frame: np.asarray(booster.predict(frame[features]), dtype="float64")
+
+
+def _torch(files: Mapping[str, bytes], features: list[str]) -> Predict:
+    from deployments.torch_mlp import torch_predictor  # torch loads only for torch models
+
+    return torch_predictor(files["model.pt"], json.loads(files["model.json"]))
+
+
+BUILDERS: dict[str, Callable[[Mapping[str, bytes], list[str]], Predict]] = {
+    "lightgbm": lambda files, features: lightgbm_predictor(files["model.txt"].decode(), features),
+    "torch": _torch,
+}
+
+
+def loaded_model(
+    name: str, version: int, metadata: dict[str, Any], read: Callable[[str], bytes]
+) -> LoadedModel:
+    """Build the predictor of a version whose files `read(file)` returns."""
+    where = f"model '{name}' v{version}"
+    trainer = metadata.get("trainer")
+    if trainer not in BUILDERS:
+        raise ModelLoadError(f"{where}: unknown trainer {trainer!r} (known: {sorted(BUILDERS)})")
+    try:
+        features = list(json.loads(read(FEATURES))["features"])
+    except Exception as exc:
+        raise ModelLoadError(f"{where}: cannot load {FEATURES}: {exc}") from exc
+    names = MODEL_FILES[trainer]
+    try:  # any parse error of a stored model file is a load failure
+        predict = BUILDERS[trainer]({f: read(f) for f in names}, features)
+    except Exception as exc:
+        raise ModelLoadError(f"{where}: cannot load {', '.join(names)}: {exc}") from exc
+    return LoadedModel(name, version, features, metadata, predict)
+
+
+def load_version(root: str | Path, name: str, ref: int | str) -> LoadedModel:
+    """A version (number or alias) from a local registry folder."""
+    base = Path(root) / name
+    if isinstance(ref, int) or str(ref).isdigit():
+        number = int(ref)
+    else:
+        alias = base / "aliases" / str(ref)
+        if not alias.is_file():
+            raise ModelLoadError(f"model '{name}' has no alias '{ref}' under {root}")
+        number = int(alias.read_text().strip())
+    folder = base / "versions" / str(number)
+    if not (folder / "metadata.json").is_file():
+        raise ModelLoadError(f"model '{name}' has no version {number} under {root}")
+    info = json.loads((folder / "metadata.json").read_text())
+    return loaded_model(name, number, info["metadata"], lambda f: (folder / f).read_bytes())
