@@ -30,12 +30,12 @@ from blocks.dask_cluster import DaskCluster, local_cluster
 from features.credit_risk.generator import generate_demo
 from tasks.data.ingest import join_uri
 from tasks.data.preprocess import (
-    LABELS_TABLE,
     build_features,
     merge_stats,
     partition_stats,
     plan_sources,
 )
+from tasks.data.publish import LABELS
 from tasks.data.raw_checks import build_schema, validate_partition
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.specs.datasets import get_dataset
@@ -65,7 +65,7 @@ def pandas_path(spec: DatasetSpec, raw: Path, out: Path) -> int:
         outputs[name].to_parquet(out / "features" / f"{name}.parquet", index=False)
     label_table = spec.tables[spec.label.table]
     labels = clean[spec.label.table][[*spec.join_keys(), label_table.timestamp, spec.label.column]]
-    labels.to_parquet(out / "features" / f"{LABELS_TABLE}.parquet", index=False)
+    labels.to_parquet(out / "features" / f"{LABELS}.parquet", index=False)
     for frame in (*outputs.values(), labels):  # the per-feature summary the flow reports
         merge_stats(partition_stats(frame))
     return rows

@@ -3,8 +3,9 @@
 Standard library only: the layout (tasks/feature_store/online_store.py writes it) is plain
 data, so a process without Feast (the serving environment) reads it the same way. One row per
 entity and feature view: the join-key values as JSON text, the event time in microseconds
-(`event_us`), the view's values as a JSON object; `_feast_views` holds each view's join keys
-and feature types.
+(`event_us`), the view's values as a JSON object; `_feast_views` holds each view's join keys,
+feature types and TTL. A value older than its view's TTL as of the read is missing, as in the
+offline store's point-in-time join, and counted.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import functools
 import json
 import numbers
 import sqlite3
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,22 @@ VIEWS_TABLE = "_feast_views"
 MAX_KEYS_PER_QUERY = 10_000  # SQLite allows 32,766 parameters per statement
 # Feast's marker for a null timestamp inside a value
 NULL_TIMESTAMP = -9223372036854775808
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(ts: datetime) -> int:
+    """Microseconds since the epoch (naive datetimes are UTC)."""
+    aware = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return (aware - EPOCH) // timedelta(microseconds=1)
 
 
 class OnlineStoreError(ValueError):
     """A lookup or write the store cannot serve; the message names the view, key or row."""
 
 
-def table_name(project: str, view: str) -> str:
-    return f"{project}_{view}"
+def table_name(project: str, view: str, stage: str | None = None) -> str:
+    """A view's table; a staged one (written, not yet promoted) with `stage`."""
+    return f"{project}_{view}__stage_{stage}" if stage else f"{project}_{view}"
 
 
 def key_value(name: str, value: Any, value_type: str) -> int | str:
@@ -65,19 +75,32 @@ def _timestamp(seconds: int | None) -> datetime | None:
 
 
 class OnlineReader:
-    """The latest values of some views' features, per entity row, in one query per view."""
+    """The latest values of some views' features, per entity row, in one query per view.
 
-    def __init__(self, path: str | Path, project: str, features: Mapping[str, Sequence[str]]):
-        """`features`: view name -> the feature names to return, in order."""
+    `expired` and `missing` count, per view, the entity rows whose value was older than the
+    view's TTL, or absent, since the reader was made.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        project: str,
+        features: Mapping[str, Sequence[str]],
+        stage: str | None = None,
+    ):
+        """`features`: view name -> the feature names to return, in order; `stage`: read the
+        staged tables of that stage (a materialization not yet promoted)."""
         if not Path(path).exists():
             raise OnlineStoreError(f"online store {path} does not exist (materialize first)")
         self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        self._views: list[tuple[str, dict[str, str], list[tuple[str, str]]]] = []
+        self._views: list[tuple[str, str, dict[str, str], list[tuple[str, str]], int]] = []
+        self.expired: Counter[str] = Counter()
+        self.missing: Counter[str] = Counter()
         seen: dict[str, str] = {}
         for view, names in features.items():
             found = self._conn.execute(
-                f"SELECT join_keys, features FROM {VIEWS_TABLE} WHERE name = ?",
-                (table_name(project, view),),
+                f"SELECT join_keys, features, ttl_s FROM {VIEWS_TABLE} WHERE name = ?",
+                (table_name(project, view, stage),),
             ).fetchone()
             if found is None:
                 raise OnlineStoreError(f"view '{view}' has no table in online store {path}")
@@ -90,14 +113,25 @@ class OnlineReader:
                     views = f"'{seen[name]}' and '{view}'"
                     raise OnlineStoreError(f"feature '{name}' is in views {views}")
                 seen[name] = view
+            ttl_us = int(found[2] or 0) * 1_000_000  # 0: no expiry
             self._views.append(
-                (table_name(project, view), join_keys, [(n, dtypes[n]) for n in names])
+                (
+                    view,
+                    table_name(project, view, stage),
+                    join_keys,
+                    [(n, dtypes[n]) for n in names],
+                    ttl_us,
+                )
             )
-        self.join_keys = list(dict.fromkeys(k for _, keys, _ in self._views for k in keys))
+        self.join_keys = list(dict.fromkeys(k for _, _, keys, _, _ in self._views for k in keys))
         self.features = list(seen)
 
-    def read(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-        """Columns (join keys, then features) for `rows`; None where an entity has no value."""
+    def read(
+        self, rows: Sequence[Mapping[str, Any]], as_of: datetime | None = None
+    ) -> dict[str, list[Any]]:
+        """Columns (join keys, then features) for `rows`; None where an entity has no value, or
+        only one older than the view's TTL as of `as_of` (default: now)."""
+        now_us = micros(as_of or datetime.now(UTC))
         out: dict[str, list[Any]] = {}
         for key in self.join_keys:
             try:
@@ -106,7 +140,7 @@ class OnlineReader:
                 missing = next(i for i, row in enumerate(rows) if key not in row)
                 raise OnlineStoreError(f"entity row {missing} lacks join key '{key}'") from None
         keys_by_join: dict[tuple[tuple[str, str], ...], list[str]] = {}
-        for table, join_keys, features in self._views:
+        for view, table, join_keys, features, ttl_us in self._views:
             signature = tuple(join_keys.items())
             if signature not in keys_by_join:
                 keys_by_join[signature] = [
@@ -114,7 +148,16 @@ class OnlineReader:
                 ]
             keys = keys_by_join[signature]
             found = self._found(table, list(dict.fromkeys(keys)))
-            values = [found.get(k) for k in keys]
+            stamped = [found.get(k) for k in keys]  # [event_us, values] or None
+            self.missing[view] += sum(v is None for v in stamped)
+            if ttl_us:
+                oldest = now_us - ttl_us
+                fresh = [None if v is None or v[0] < oldest else v for v in stamped]
+                self.expired[view] += sum(v is not None for v in stamped) - sum(
+                    v is not None for v in fresh
+                )
+                stamped = fresh
+            values = [None if v is None else v[1] for v in stamped]
             for name, dtype in features:
                 column = [None if v is None else v.get(name) for v in values]
                 if dtype == "UnixTimestamp":
@@ -122,14 +165,15 @@ class OnlineReader:
                 out[name] = column
         return out
 
-    def _found(self, table: str, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """Key -> row values of the keys present. SQLite builds one JSON object of the rows,
-        parsed in one call instead of one per row."""
-        found: dict[str, dict[str, Any]] = {}
+    def _found(self, table: str, keys: list[str]) -> dict[str, list[Any]]:
+        """Key -> [event_us, row values] of the keys present. SQLite builds one JSON object of
+        the rows, parsed in one call instead of one per row."""
+        found: dict[str, list[Any]] = {}
         for start in range(0, len(keys), MAX_KEYS_PER_QUERY):
             chunk = keys[start : start + MAX_KEYS_PER_QUERY]
             sql = (
-                """SELECT '{' || group_concat(json_quote(entity_key) || ':' || "row") || '}' """
+                "SELECT '{' || group_concat(json_quote(entity_key) || ':[' || event_us || ','"
+                """ || "row" || ']') || '}' """
                 f'FROM "{table}" WHERE entity_key IN ({",".join("?" * len(chunk))})'
             )
             (rows,) = self._conn.execute(sql, chunk).fetchone()

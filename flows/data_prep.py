@@ -9,14 +9,9 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import DaskCluster, DataSource, FeatureRepo, load_or_default, resolve_dataset
-from tasks.data.prefect_tasks import (
-    build_features_task,
-    plan_sources_task,
-    publish_task,
-    report_data_prep,
-)
-from tasks.data.publish import discard, staging_uri
-from tasks.feature_store.prefect_tasks import report_skew, sync_feature_store_task
+from tasks.data.prefect_tasks import build_features_task, plan_sources_task, report_data_prep
+from tasks.data.publish import discard, new_snapshot_id, staging_uri
+from tasks.feature_store.prefect_tasks import publish_task, report_skew
 from tasks.specs.datasets import DEFAULT_DATASET
 
 
@@ -41,11 +36,15 @@ class DataPrepParams(BaseModel):
         default=0.0, ge=0.0, le=1.0, description="Online/offline mismatch allowed per feature."
     )
     skew_sample: int = Field(default=200, ge=1, le=100_000, description="Entities checked.")
+    keep_snapshots: int = Field(
+        default=3, ge=1, le=100, description="Published snapshots (and quarantine runs) kept."
+    )
 
 
 class DataPrepResult(BaseModel):
     dataset: str
     output_uri: str
+    snapshot: str
     rows_in: int
     rows_rejected: int
     rows_out: dict[str, int]
@@ -77,37 +76,41 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     now = pd.Timestamp(started)
 
     plan = plan_sources_task.submit(spec, source_uri).result()
-    staging = staging_uri(output_uri)
+    snapshot = new_snapshot_id(started)
+    staging = staging_uri(output_uri, snapshot)
     try:
         report = build_features_task.submit(spec, plan, staging, now).result()
-        run_label = started.strftime("%Y%m%dT%H%M%SZ")
-        folders = {"features": "features", "quarantine": f"quarantine/{run_label}"}
-        publish_task(staging, output_uri, folders)
     except BaseException:
         discard(staging)
         raise
+    repo = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo())
+    skew = publish_task(
+        spec,
+        staging,
+        output_uri,
+        snapshot,
+        started.strftime("%Y%m%dT%H%M%SZ"),
+        repo.settings() if params.materialize else None,
+        started,
+        params.max_skew_rate,
+        params.skew_sample,
+        params.keep_snapshots,
+    )
     report_data_prep(spec.name, report, output_uri)
-    if params.materialize:
-        repo = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo())
-        skew = sync_feature_store_task(
-            spec,
-            repo.settings(),
-            f"{output_uri}/features",
-            started,
-            params.max_skew_rate,
-            params.skew_sample,
-        )
+    if skew is not None:
         report_skew(spec.name, skew)
     logger.info(
-        "data_prep %s: %s rows in, %s rejected; features under %s/features",
+        "data_prep %s: %s rows in, %s rejected; published snapshot %s under %s",
         spec.name,
         report.rows_in,
         report.rows_rejected,
+        snapshot,
         output_uri,
     )
     return DataPrepResult(
         dataset=spec.name,
         output_uri=output_uri,
+        snapshot=snapshot,
         rows_in=report.rows_in,
         rows_rejected=report.rows_rejected,
         rows_out={name: int(stats["rows"].iloc[0]) for name, stats in report.features.items()},

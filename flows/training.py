@@ -31,6 +31,13 @@ class TrainingParams(BaseModel):
     seed: int = Field(default=0, ge=0)
     valid_share: float = Field(default=0.15, gt=0.0, lt=0.5)
     test_share: float = Field(default=0.15, gt=0.0, lt=0.5)
+    embargo_days: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=3650.0,
+        description="Time left out before the valid and test cuts; default and minimum: the "
+        "label's horizon.",
+    )
     reference_rows: int = Field(default=5_000, ge=100, le=1_000_000)
     data_uri: str | None = Field(default=None, description="data_prep's output; data/<dataset>.")
     feature_repo_block: str | None = None
@@ -53,9 +60,10 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
         raise ValueError(f"feature_service '{service}' is not one of {list(spec.feature_services)}")
     name = params.model_name or model_name(service)
     settings = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
-    labels_uri = f"{params.data_uri or f'data/{spec.name}'}/features/labels"
-    data = load_training_set(spec, labels_uri, settings, service)
-    split = split_training_set(data, spec, params.valid_share, params.test_share)
+    data = load_training_set(spec, params.data_uri or f"data/{spec.name}", settings, service)
+    split = split_training_set(
+        data, spec, params.valid_share, params.test_share, params.embargo_days
+    )
 
     trainer_params: BaseModel = getattr(params, params.trainer)  # fields named as the trainers
     inputs = TrainingInputs(

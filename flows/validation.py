@@ -38,7 +38,8 @@ class ValidationParams(BaseModel):
         default=None, description="Labelled entity rows; default data_prep's labels."
     )
     test_from: datetime | None = Field(
-        default=None, description="Default: after both models' training data."
+        default=None,
+        description="Default: after both models' training data plus the label horizon.",
     )
     policy_block: str | None = Field(default=None, description="A ValidationPolicy block.")
     explain: ExplainOptions = Field(default_factory=ExplainOptions)
@@ -89,10 +90,10 @@ def validation(params: ValidationParams = ValidationParams()) -> ValidationResul
     candidate, champion = load_models(registry, name, params.candidate)
     models = [candidate] if champion is None else [candidate, champion]
     spec = resolve_dataset(candidate.metadata["dataset"])
-    labels_uri = params.labels_uri or f"{params.data_uri or f'data/{spec.name}'}/features/labels"
+    data_uri = params.data_uri or f"data/{spec.name}"
     settings = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
     test_from = pd.Timestamp(params.test_from, tz="UTC") if params.test_from else None
-    test, data = load_test_set(spec, labels_uri, models, settings, test_from)
+    test, data = load_test_set(spec, data_uri, params.labels_uri, models, settings, test_from)
 
     evaluations = [evaluate(m, test, spec, policy.min_segment_rows) for m in models]
     monotonic, invariance = behaviour(candidate, test, spec, policy.behaviour.rows, params.seed)

@@ -16,21 +16,9 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from features.credit_risk.vocabulary import HOME, MERCHANTS, PURPOSES, REGIONS, RISKY_MERCHANTS
 from tasks.specs.dataset_spec import GenerateOptions
 
-REGIONS = ["north", "south", "east", "west", "central"]
-HOME = ["rent", "own", "mortgage"]
-MERCHANTS = [
-    "grocery",
-    "restaurants",
-    "utilities",
-    "travel",
-    "electronics",
-    "gambling",
-    "cash_advance",
-]
-RISKY_MERCHANTS = ["gambling", "cash_advance"]
-PURPOSES = ["debt_consolidation", "home_improvement", "car", "education", "medical", "other"]
 TXN_PER_CUSTOMER = 40
 APPS_PER_CUSTOMER = 0.8
 DRIFTABLE = ("annual_income", "amount", "loan_amount", "missed_payments_12m", "is_online")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.credit_risk.generator import HOME, PURPOSES, REGIONS, RISKY_MERCHANTS
+from features.credit_risk.vocabulary import HOME, REGIONS, RISKY_MERCHANTS
+from tasks.data.windows import trailing_windows
 
 KEY = "customer_id"
 TS = "event_timestamp"
+WINDOWS = (7, 30, 90)
 
 
 def encode(values: pd.Series, categories: list[str]) -> pd.Series:
@@ -37,69 +39,45 @@ def customer_profile(customers: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def transaction_windows(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Per customer and active day: counts, sums and rates over trailing 7/30/90-day windows.
+def transaction_windows(transactions: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Card activity over trailing 7, 30 and 90 whole days: counts, sums and rates.
 
-    A row is stamped at the end of its day, so no feature uses a transaction from after its
-    timestamp. Windows are computed with cumulative sums and a binary search over
-    (customer, day), which is linear after the sort.
+    A row wherever a window changes (a transaction enters or leaves it) and at each customer's
+    signup, so as of any time the values count exactly the transactions of the window: 0 for
+    an idle customer once the window has passed (tasks/data/windows.py). Rates are NaN over an
+    empty window.
     """
     tx = transactions
-    daily = (
-        pd.DataFrame(
-            {
-                KEY: tx[KEY].to_numpy("int64"),
-                "day": tx["event_ts"].dt.floor("D"),
-                "n": 1,
-                "amount": tx["amount"].to_numpy("float64"),
-                "declined": tx["declined"].to_numpy("int64"),
-                "online": tx["is_online"].to_numpy("int64"),
-                "risky": tx["merchant_category"].isin(RISKY_MERCHANTS).to_numpy("int64"),
-            }
-        )
-        .groupby([KEY, "day"], sort=True)
-        .sum()
-        .reset_index()
-    )
-    keys = daily[KEY].to_numpy()
-    days = (daily["day"].to_numpy("datetime64[ns]").astype("datetime64[D]")).astype("int64")
-    position = np.unique(keys, return_inverse=True)[1].astype("int64") * 10_000_000 + days
-    sums = {c: daily[c].to_numpy("float64") for c in ("n", "amount", "declined", "online", "risky")}
-    out = {KEY: keys, TS: daily["day"] + pd.Timedelta(days=1)}
-    for window in (7, 30, 90):
-        start = np.searchsorted(position, position - window + 1, side="left")
-        win = {c: _window_sum(v, start) for c, v in sums.items()}
-        out[f"txn_count_{window}d"] = win["n"]
-        out[f"amount_sum_{window}d"] = win["amount"]
-        if window != 7:
-            out[f"declined_rate_{window}d"] = win["declined"] / win["n"]
-            out[f"online_share_{window}d"] = win["online"] / win["n"]
-            out[f"risky_share_{window}d"] = win["risky"] / win["n"]
-    out["amount_mean_30d"] = out["amount_sum_30d"] / out["txn_count_30d"]
-    return pd.DataFrame(out)
-
-
-def _window_sum(values: np.ndarray, start: np.ndarray) -> np.ndarray:
-    csum = np.concatenate([[0.0], np.cumsum(values)])
-    return csum[1:] - csum[start]
-
-
-def application_features(applications: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
-    """Loan features and ratios against the applicant's profile (customers are broadcast)."""
-    profile = customers[[KEY, "annual_income", "age"]]
-    apps = applications.merge(profile, on=KEY, how="left")
-    income = apps["annual_income"].astype("float64")
-    loan = apps["loan_amount"].astype("float64")
-    term = apps["term_months"].astype("float64")
-    return pd.DataFrame(
+    events = pd.DataFrame(
         {
-            KEY: apps[KEY].astype("int64"),
-            TS: apps["application_ts"],
-            "loan_amount": loan,
-            "term_months": apps["term_months"].astype("int64"),
-            "purpose_code": encode(apps["purpose"], PURPOSES),
-            "missed_payments_12m": apps["missed_payments_12m"].astype("int64"),
-            "loan_to_income": loan / income,
-            "payment_to_income": (loan / term) / (income / 12),
+            KEY: tx[KEY].to_numpy("int64"),
+            "ts": tx["event_ts"],
+            "amount": tx["amount"].to_numpy("float64"),
+            "declined": tx["declined"].to_numpy("float64"),
+            "online": tx["is_online"].to_numpy("float64"),
+            "risky": tx["merchant_category"].isin(RISKY_MERCHANTS).to_numpy("float64"),
         }
     )
+    sums = {
+        "n": None,
+        "amount": "amount",
+        "declined": "declined",
+        "online": "online",
+        "risky": "risky",
+    }
+    win = trailing_windows(
+        events, KEY, "ts", sums, WINDOWS, anchors=customers, anchor_time="signup_ts", stamp=TS
+    )
+    out = {KEY: win[KEY], TS: win[TS]}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for w in WINDOWS:
+            n = win[f"n_{w}d"]
+            out[f"txn_count_{w}d"] = n
+            out[f"amount_sum_{w}d"] = win[f"amount_{w}d"]
+            if w != 7:
+                rate = n.where(n > 0).astype("float64")
+                out[f"declined_rate_{w}d"] = win[f"declined_{w}d"] / rate
+                out[f"online_share_{w}d"] = win[f"online_{w}d"] / rate
+                out[f"risky_share_{w}d"] = win[f"risky_{w}d"] / rate
+        out["amount_mean_30d"] = win["amount_30d"] / win["n_30d"].where(win["n_30d"] > 0)
+    return pd.DataFrame(out)

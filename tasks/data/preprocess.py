@@ -20,16 +20,15 @@ import numpy as np
 import pandas as pd
 from dask.delayed import Delayed, delayed
 
-from tasks.specs.dataset_spec import DatasetSpec, TableSpec, empty_frame, transform_output
 from tasks.data.ingest import join_uri, list_files, read_file
+from tasks.data.publish import LABELS
 from tasks.data.raw_checks import (
     DataValidationError,
     PartitionResult,
     build_schema,
     validate_partition,
 )
-
-LABELS_TABLE = "labels"
+from tasks.specs.dataset_spec import DatasetSpec, TableSpec, empty_frame, transform_output
 
 
 @dataclass
@@ -172,8 +171,8 @@ def build_features(
         writes.append(_write_table(frame, join_uri(staging_uri, "features", name)))
         summaries[name] = frame.map_partitions(partition_stats, meta=_STATS_META)
     labels = _labels(spec, clean[spec.label.table])
-    writes.append(_write_table(labels, join_uri(staging_uri, "features", LABELS_TABLE)))
-    summaries[LABELS_TABLE] = labels.map_partitions(partition_stats, meta=_STATS_META)
+    writes.append(_write_table(labels, join_uri(staging_uri, "features", LABELS)))
+    summaries[LABELS] = labels.map_partitions(partition_stats, meta=_STATS_META)
     # Everything goes in as Delayed: dask reorders outputs when Delayed and dataframe
     # collections are mixed in one compute call. Shared inputs still run once.
     computed_results, computed_summaries, _ = dask.compute(
@@ -239,10 +238,11 @@ def _transform(
 ) -> dd.DataFrame:
     """Apply a feature table's transform partition by partition.
 
-    Without `partition_by` the other inputs are broadcast whole. With it, the first input is
-    shuffled by the key unless already partitioned by it; then each partition receives only
-    the rows of the other inputs inside its key range (a partition-aligned join), or, where a
-    file's range is unknown, the whole input.
+    Without `partition_by` the other inputs are broadcast whole. With it, every row of a key
+    value, in every input, reaches exactly one call: when the first input is already
+    partitioned by the key, each partition gets the other inputs' rows in its share of the
+    key space (a partition-aligned join, gaps between files' ranges included); otherwise every
+    input is shuffled by the key into the same number of partitions.
     """
     ft = spec.feature_tables[name]
     fn: Callable[..., pd.DataFrame] = spec.transform_fn(name)
@@ -253,29 +253,29 @@ def _transform(
         raise ValueError(f"feature_tables.{name}.transform {ft.transform}: output lacks {missing}")
     main = clean[ft.inputs[0]]
     key = ft.partition_by
-    if key is None or not plan.copartitioned[f"{ft.inputs[0]}.{key}"]:
-        if key is not None:
-            main = main.shuffle(on=key)
+    if key is None:
         others = [clean[t].repartition(npartitions=1) for t in ft.inputs[1:]]
         return main.map_partitions(fn, *others, meta=meta, align_dataframes=False)
+    ranges = {t: plan.key_ranges[f"{t}.{key}"] for t in ft.inputs}
+    known = all(r is not None for t in ft.inputs for r in ranges[t])
+    if not plan.copartitioned[f"{ft.inputs[0]}.{key}"] or not known:
+        n = main.npartitions
+        inputs = [clean[t].shuffle(on=key, npartitions=n) for t in ft.inputs]
+        return inputs[0].map_partitions(fn, *inputs[1:], meta=meta, align_dataframes=False)
 
-    main_ranges = plan.key_ranges[f"{ft.inputs[0]}.{key}"]
+    covers = _covers(ranges[ft.inputs[0]])
     aligned: list[list[Any]] = []
     for table in ft.inputs[1:]:
-        ranges = plan.key_ranges[f"{table}.{key}"]
         parts = clean[table].to_delayed(optimize_graph=False)
-        if any(r is None for r in ranges):
-            whole = delayed(pd.concat)(parts, ignore_index=True)
-            aligned.append([whole] * len(main_ranges))
-            continue
         aligned.append(
             [
-                delayed(_in_range)(
+                delayed(_in_cover)(
                     key,
-                    span,
-                    *[p for p, r in zip(parts, ranges, strict=True) if _overlaps(r, span)],
+                    cover,
+                    empty_frame(spec.tables[table]),
+                    *[p for p, r in zip(parts, ranges[table], strict=True) if _meets(r, cover)],
                 )
-                for span in main_ranges
+                for cover in covers
             ]
         )
     outputs = [
@@ -285,22 +285,46 @@ def _transform(
     return dd.from_delayed(outputs, meta=meta, verify_meta=False)
 
 
-def _overlaps(a: Range, b: Range) -> bool:
-    return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
+Cover = tuple[Any, Any]  # (exclusive lower bound or None, inclusive upper bound or None)
 
 
-def _in_range(key: str, span: Range, *frames: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `frames` whose `key` lies in `span` (all rows' keys of one main partition)."""
-    if not frames:
-        return pd.DataFrame()
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+def _covers(spans: list[Range]) -> list[Cover]:
+    """Per partition, its share of the whole key space: from the previous partition's largest
+    key (exclusive) to its own (inclusive), open-ended at both ends."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])  # type: ignore[index]
+    covers: list[Cover] = [(None, None)] * len(spans)
+    for rank, i in enumerate(order):
+        low = spans[order[rank - 1]][1] if rank else None  # type: ignore[index]
+        high = spans[i][1] if rank < len(order) - 1 else None  # type: ignore[index]
+        covers[i] = (low, high)
+    return covers
+
+
+def _meets(span: Range, cover: Cover) -> bool:
+    low, high = cover
     assert span is not None
-    return frame[frame[key].between(span[0], span[1])].reset_index(drop=True)
+    return (high is None or span[0] <= high) and (low is None or span[1] > low)
+
+
+def _in_cover(key: str, cover: Cover, empty: pd.DataFrame, *frames: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `frames` whose `key` lies in `cover` (`empty`, the schema, when none)."""
+    if not frames:
+        return empty
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    low, high = cover
+    keep = pd.Series(True, index=frame.index)
+    if low is not None:
+        keep &= frame[key] > low
+    if high is not None:
+        keep &= frame[key] <= high
+    return frame[keep].reset_index(drop=True)
 
 
 def _labels(spec: DatasetSpec, frame: dd.DataFrame) -> dd.DataFrame:
+    """The labelled event rows: join keys, time, label and the request fields they carry."""
     table = spec.tables[spec.label.table]
-    cols = [*spec.join_keys(), table.timestamp, spec.label.column]
+    request = [f for f in (spec.request.fields if spec.request else []) if f != spec.label.column]
+    cols = list(dict.fromkeys([*spec.join_keys(), table.timestamp, spec.label.column, *request]))
     return frame[cols].rename(columns={table.timestamp: spec.timestamp_field})
 
 

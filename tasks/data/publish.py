@@ -1,56 +1,161 @@
-"""Atomic publication of staged tables: readers see the old tables or the new ones, never a mix."""
+"""Feature tables published as versioned snapshots behind one pointer.
+
+    <output>/snapshots/<id>/features/<table>/part-*.parquet   one run's tables, never changed
+    <output>/snapshots/.staging-<id>/                         a run being built (invisible)
+    <output>/CURRENT                                          the published snapshot's id
+    <output>/quarantine/<run>/<table>/                        rejected rows, per run
+
+A run builds under a staging folder, renames it to `snapshots/<id>` (still invisible), and
+becomes visible when CURRENT is replaced by a single rename: readers resolve CURRENT once and
+read one snapshot, old or new, never a mix. Older snapshots and quarantine folders are pruned,
+keeping the newest few. An output written before snapshots existed (`<output>/features/`) is
+read as it is until the first snapshot is published.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
+from datetime import UTC, datetime
 
 import fsspec
 
+CURRENT = "CURRENT"
+SNAPSHOTS = "snapshots"
+QUARANTINE = "quarantine"
+FEATURES = "features"
+LABELS = "labels"  # the labelled event rows, a table beside the feature tables
 
-def staging_uri(output_uri: str) -> str:
-    """A fresh staging folder beside the outputs (same filesystem, so renames are cheap)."""
-    return f"{output_uri.rstrip('/')}/.staging-{uuid.uuid4().hex[:12]}"
+
+def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path.rstrip("/")
 
 
-def publish(staging: str, output_uri: str, folders: dict[str, str]) -> None:
-    """Move `staging/<src>/<table>` over `output/<dst>/<table>` for each `src: dst` of `folders`.
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
 
-    Each replaced table is first renamed aside and deleted only once every new table is in
-    place; if a move fails, the tables already moved are put back.
-    """
-    fs, stage_root = fsspec.core.url_to_fs(staging)
-    _, out_root = fsspec.core.url_to_fs(output_uri)
-    trash = f"{stage_root}.replaced"
-    moved: list[tuple[str, str | None]] = []
+
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (how Feast's sources name it); other URIs unchanged."""
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def new_snapshot_id(now: datetime | None = None) -> str:
+    """Sortable by time, unique across concurrent runs."""
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+
+
+def staging_uri(output_uri: str, snapshot: str) -> str:
+    return _join(output_uri, SNAPSHOTS, f".staging-{snapshot}")
+
+
+def snapshot_uri(output_uri: str, snapshot: str) -> str:
+    return _join(output_uri, SNAPSHOTS, snapshot)
+
+
+def current_snapshot(output_uri: str) -> str | None:
+    """The published snapshot's id, None before the first publish."""
+    fs, root = _fs(output_uri)
     try:
-        for folder, target in folders.items():
-            if not fs.exists(f"{stage_root}/{folder}"):
-                continue
-            fs.makedirs(f"{out_root}/{target}", exist_ok=True)
-            for src in sorted(fs.ls(f"{stage_root}/{folder}", detail=False)):
-                table = src.rstrip("/").rsplit("/", 1)[-1]
-                dst = f"{out_root}/{target}/{table}"
-                aside = None
-                if fs.exists(dst):
-                    aside = f"{trash}/{target}/{table}"
-                    fs.makedirs(f"{trash}/{target}", exist_ok=True)
-                    fs.mv(dst, aside, recursive=True)
-                moved.append((dst, aside))
-                fs.mv(src, dst, recursive=True)
-    except Exception:
-        for dst, aside in reversed(moved):
-            if fs.exists(dst):
-                fs.rm(dst, recursive=True)
-            if aside is not None:
-                fs.mv(aside, dst, recursive=True)
-        raise
-    finally:
-        for path in (trash, stage_root):
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
+        with fs.open(_join(root, CURRENT), "r") as fh:
+            return str(json.load(fh)["snapshot"])
+    except FileNotFoundError:
+        return None
 
 
-def discard(staging: str) -> None:
-    fs, path = fsspec.core.url_to_fs(staging)
+def features_uri(output_uri: str, snapshot: str | None = None) -> str:
+    """Where the tables of `snapshot` (default: the published one) lie; the legacy
+    `<output>/features` when nothing was published as a snapshot."""
+    snapshot = snapshot or current_snapshot(output_uri)
+    if snapshot is None:
+        return _join(output_uri, FEATURES)
+    return _join(snapshot_uri(output_uri, snapshot), FEATURES)
+
+
+def resolve_table_path(path: str, pins: dict[str, str] | None = None) -> str:
+    """A logical table path `<output>/features/<table>` as the physical one: in the snapshot
+    pinned for `<output>`, else in the published one."""
+    head, _, table = path.rstrip("/").rpartition("/")
+    output, _, folder = head.rpartition("/")
+    if folder != FEATURES or not output:
+        return path
+    pinned = (pins or {}).get(output)
+    return _join(features_uri(output, pinned), table)
+
+
+def seal(staging: str, output_uri: str, snapshot: str) -> str:
+    """Rename a complete staging folder to its snapshot folder (not yet published)."""
+    fs, src = _fs(staging)
+    dst = _fs(snapshot_uri(output_uri, snapshot))[1]
+    fs.mv(src, dst, recursive=True)
+    return snapshot_uri(output_uri, snapshot)
+
+
+def switch(output_uri: str, snapshot: str) -> str | None:
+    """Publish `snapshot` by replacing CURRENT in one step; returns the previous id.
+
+    Locally a rename (atomic); on an object store a single PUT, which readers see whole.
+    """
+    fs, root = _fs(output_uri)
+    previous = current_snapshot(output_uri)
+    body = json.dumps({"snapshot": snapshot, "published_at": datetime.now(UTC).isoformat()})
+    if "file" in fs.protocol or "local" in fs.protocol:
+        tmp = _join(root, f".{CURRENT}.{uuid.uuid4().hex}")
+        with open(tmp, "w") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, _join(root, CURRENT))
+    else:
+        fs.pipe(_join(root, CURRENT), body.encode())
+    return previous
+
+
+def keep_quarantine(staging: str, output_uri: str, run: str) -> str | None:
+    """Move a run's quarantined rows out of its staging folder, kept whatever the run's outcome."""
+    fs, src = _fs(_join(staging, QUARANTINE))
+    if not fs.exists(src):
+        return None
+    dst = _join(output_uri, QUARANTINE, run)
+    fs.makedirs(_fs(_join(output_uri, QUARANTINE))[1], exist_ok=True)
+    fs.mv(src, _fs(dst)[1], recursive=True)
+    return dst
+
+
+def _children(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
+    if not fs.exists(folder):
+        return []
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False))
+
+
+def prune(output_uri: str, keep: int) -> list[str]:
+    """Delete published snapshots older than the newest `keep` (never the current one),
+    staging folders of runs that started before it (interrupted), and all but the newest
+    `keep` quarantine folders; returns what went. Newer, unpublished snapshots are left alone:
+    a concurrent run may be about to publish one."""
+    fs, root = _fs(output_uri)
+    current = current_snapshot(output_uri)
+    if current is None:
+        return []
+    names = _children(fs, _join(root, SNAPSHOTS))
+    published = [s for s in names if not s.startswith(".") and s <= current]
+    stale = [
+        s for s in names if s.startswith(".staging-") and s.removeprefix(".staging-") < current
+    ]
+    gone = []
+    for name in [*published[: -max(keep, 1)], *stale]:
+        fs.rm(_join(root, SNAPSHOTS, name), recursive=True)
+        gone.append(_join(output_uri, SNAPSHOTS, name))
+    runs = _children(fs, _join(root, QUARANTINE))
+    for name in runs[: -max(keep, 1)]:
+        fs.rm(_join(root, QUARANTINE, name), recursive=True)
+        gone.append(_join(output_uri, QUARANTINE, name))
+    return gone
+
+
+def discard(uri: str) -> None:
+    fs, path = _fs(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)

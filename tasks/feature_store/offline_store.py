@@ -11,6 +11,7 @@ entity row kept, in the entity frame's order. Configure with
 
 from __future__ import annotations
 
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from feast import FileSource
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores.dask import (
     DaskOfflineStore,
@@ -31,6 +33,9 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.utils import _get_requested_feature_views_to_features_dict
+from pydantic import Field
+
+from tasks.data.publish import resolve_table_path
 
 ENTITY_TS = "event_timestamp"
 _ROW = "__entity_row"
@@ -43,9 +48,44 @@ STORE_TYPE = "tasks.feature_store.offline_store.AsOfFileOfflineStore"
 class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
     # Feast looks this class up by name: `<store class>Config` beside the store.
     type: Literal["tasks.feature_store.offline_store.AsOfFileOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
+    # output root -> snapshot id read instead of the published one (data_prep's own reads of
+    # the snapshot it is about to publish)
+    snapshots: dict[str, str] = Field(default_factory=dict)
+
+
+def _pins(config: RepoConfig) -> dict[str, str]:
+    return dict(getattr(config.offline_store, "snapshots", {}) or {})
+
+
+def _resolved(source: FileSource, config: RepoConfig) -> FileSource:
+    """A copy of `source` reading the snapshot its logical path resolves to."""
+    path = resolve_table_path(source.path, _pins(config))
+    if path == source.path:
+        return source
+    copy = deepcopy(source)
+    copy.file_options.uri = path
+    return copy
 
 
 class AsOfFileOfflineStore(DaskOfflineStore):
+    """Sources are logical paths (`<output>/features/<table>`) resolved to one snapshot."""
+
+    @staticmethod
+    def pull_latest_from_table_or_query(
+        config: RepoConfig, data_source: Any, *args: Any, **kwargs: Any
+    ) -> RetrievalJob:  # type: ignore[override]
+        return DaskOfflineStore.pull_latest_from_table_or_query(
+            config, _resolved(data_source, config), *args, **kwargs
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(
+        config: RepoConfig, data_source: Any, *args: Any, **kwargs: Any
+    ) -> RetrievalJob:  # type: ignore[override]
+        return DaskOfflineStore.pull_all_from_table_or_query(
+            config, _resolved(data_source, config), *args, **kwargs
+        )
+
     @staticmethod
     def get_historical_features(
         config: RepoConfig,
@@ -66,8 +106,10 @@ class AsOfFileOfflineStore(DaskOfflineStore):
         repo_path = Path(config.repo_path or ".")
         timestamps = pd.to_datetime(entity_df[ENTITY_TS], utc=True)
 
+        pins = _pins(config)
+
         def evaluate() -> dd.DataFrame:
-            result = point_in_time_join(entity_df, requested, repo_path, full_feature_names)
+            result = point_in_time_join(entity_df, requested, repo_path, full_feature_names, pins)
             return dd.from_pandas(result, npartitions=1, sort=False)
 
         return DaskRetrievalJob(
@@ -91,8 +133,10 @@ def point_in_time_join(
     requested: dict[FeatureView, list[str]],
     repo_path: Path,
     full_feature_names: bool = False,
+    pins: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Entity rows with, per view, the latest features at or before their timestamp (in TTL)."""
+    """Entity rows with, per view, the latest features at or before their timestamp (in TTL);
+    sources read from the snapshot their path resolves to (`pins` first)."""
     result = entity_df.copy()
     result[ENTITY_TS] = pd.to_datetime(result[ENTITY_TS], utc=True).astype("datetime64[ns, UTC]")
     result[_ROW] = np.arange(len(result))
@@ -110,7 +154,7 @@ def point_in_time_join(
             for c, k in zip(view.entity_columns, keys, strict=True)
         }
         start = first - ttl if ttl else None
-        source = _read_source(view, features, repo_path, (start, last), wanted, names)
+        source = _read_source(view, features, repo_path, (start, last), wanted, names, pins)
         for key in keys:  # merge_asof needs identical key dtypes on both sides
             source[key] = source[key].astype(result[key].dtype)
         result = pd.merge_asof(
@@ -133,6 +177,7 @@ def _read_source(
     window: tuple[pd.Timestamp | None, pd.Timestamp],
     wanted: dict[str, pa.Array],
     names: dict[str, str],
+    pins: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """The rows that can join: stamped inside `window`, of `wanted` keys; sorted, renamed.
 
@@ -146,6 +191,7 @@ def _read_source(
         if Path(source.path).is_absolute() or "://" in source.path
         else str(repo_path / source.path)
     )
+    path = resolve_table_path(path, pins)
     ts_field = source.timestamp_field
     columns = [c.name for c in view.entity_columns] + [ts_field] + list(features)
     # Arrow takes the bounds at microseconds: round outwards so no nanosecond row is lost

@@ -2,10 +2,13 @@
 
 Feast's own SQLite store keeps a row per entity *and feature*, each value a protobuf: a
 100-entity lookup reads ~1,600 rows, ~3 ms in SQL alone before Feast's Python SDK adds its
-own. Here a row holds the view's values as JSON (layout in deployments/online_reader.py, which reads
-it without Feast). Feast's SDK, `feast materialize` and `feast serve` use it through the
-OnlineStore interface. The last write wins, as in Feast's SQLite store: data_prep rewrites the
-offline tables and re-materializes, and that is the truth even where an event got older.
+own. Here a row holds the view's values as JSON (layout in deployments/online_reader.py, which
+reads it without Feast), and `_feast_views` each view's join keys, feature types and TTL.
+Feast's SDK, `feast materialize` and `feast serve` use it through the OnlineStore interface.
+The last write wins, as in Feast's SQLite store.
+
+With `stage` set in the config, writes go to staged tables: data_prep materializes a new
+snapshot there, invisible to readers, and `promote` swaps all views in one transaction.
 
     online_store: {type: tasks.feature_store.online_store.RowSqliteOnlineStore, path: ...}
 """
@@ -15,7 +18,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from contextlib import closing
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,11 +31,13 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import StrictStr
 
 from deployments.online_reader import (
+    EPOCH,
     MAX_KEYS_PER_QUERY,
     NULL_TIMESTAMP,
     VIEWS_TABLE,
     OnlineStoreError,
     entity_key,
+    micros,
     table_name,
 )
 
@@ -48,7 +54,8 @@ VALUE_FIELDS = {
 }
 LAYOUT = ["entity_key", "event_us", "written_us", "row"]
 KEY_FIELDS = {"int64_val": "INT64", "int32_val": "INT64", "string_val": "STRING"}
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+VIEWS_COLUMNS = {"ttl_s": "INTEGER NOT NULL DEFAULT 0", "snapshot": "TEXT"}
+PREVIOUS = "__previous"
 
 
 class RowSqliteOnlineStoreConfig(FeastConfigBaseModel):
@@ -56,6 +63,8 @@ class RowSqliteOnlineStoreConfig(FeastConfigBaseModel):
         "tasks.feature_store.online_store.RowSqliteOnlineStore"
     )
     path: StrictStr = "data/online_store.db"
+    # when set, writes go to staged tables that `promote` makes live in one transaction
+    stage: StrictStr | None = None
 
 
 def store_path(config: RepoConfig) -> Path:
@@ -64,9 +73,9 @@ def store_path(config: RepoConfig) -> Path:
     return path if path.is_absolute() or not config.repo_path else config.repo_path / path
 
 
-def _micros(ts: datetime) -> int:
-    aware = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-    return (aware - EPOCH) // timedelta(microseconds=1)
+def _table(config: RepoConfig, view: str) -> str:
+    """The table a store config writes a view to: live, or staged."""
+    return table_name(config.project, view, getattr(config.online_store, "stage", None))
 
 
 def _schema(table: FeatureView) -> dict[str, str]:
@@ -94,23 +103,100 @@ def _plain(value: ValueProto) -> Any:
     return None if kind == "unix_timestamp_val" and plain == NULL_TIMESTAMP else plain
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A writer's connection: WAL (readers never wait on a materialization), the views table
+    made, or brought to the current layout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {VIEWS_TABLE} "
+        "(name TEXT PRIMARY KEY, join_keys TEXT NOT NULL, features TEXT NOT NULL)"
+    )
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({VIEWS_TABLE})")}
+    for column, kind in VIEWS_COLUMNS.items():
+        if column not in have:  # a store written before TTLs and snapshots were kept
+            conn.execute(f"ALTER TABLE {VIEWS_TABLE} ADD COLUMN {column} {kind}")
+    return conn
+
+
+def _exists(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+    return found.fetchone() is not None
+
+
+def _rename(conn: sqlite3.Connection, old: str, new: str) -> None:
+    conn.execute(f'DROP TABLE IF EXISTS "{new}"')
+    conn.execute(f"DELETE FROM {VIEWS_TABLE} WHERE name = ?", (new,))
+    if _exists(conn, old):
+        conn.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+    conn.execute(f"UPDATE {VIEWS_TABLE} SET name = ? WHERE name = ?", (new, old))
+
+
+def promote(path: Path, project: str, views: list[str], stage: str, snapshot: str) -> None:
+    """Make the staged tables live, in one transaction; the live ones are kept as previous
+    (`restore_previous` undoes the promotion, `drop_previous` makes it final)."""
+    with closing(connect(path)) as conn, conn:
+        for view in views:
+            live = table_name(project, view)
+            staged = table_name(project, view, stage)
+            if not _exists(conn, staged):
+                raise OnlineStoreError(f"view '{view}' has no staged table for stage {stage}")
+            _rename(conn, live, live + PREVIOUS)
+            _rename(conn, staged, live)
+            conn.execute(f"UPDATE {VIEWS_TABLE} SET snapshot = ? WHERE name = ?", (snapshot, live))
+
+
+def restore_previous(path: Path, project: str, views: list[str]) -> None:
+    """Undo `promote`, in one transaction: the previous tables are live again."""
+    with closing(connect(path)) as conn, conn:
+        for view in views:
+            live = table_name(project, view)
+            if _exists(conn, live + PREVIOUS):
+                _rename(conn, live + PREVIOUS, live)
+
+
+def drop_previous(path: Path, project: str, views: list[str]) -> None:
+    with closing(connect(path)) as conn, conn:
+        for view in views:
+            _drop(conn, table_name(project, view) + PREVIOUS)
+
+
+def discard_stage(path: Path, project: str, views: list[str], stage: str) -> None:
+    if not path.exists():
+        return
+    with closing(connect(path)) as conn, conn:
+        for view in views:
+            _drop(conn, table_name(project, view, stage))
+
+
+def published_snapshots(path: Path, project: str, views: list[str]) -> dict[str, str | None]:
+    """The snapshot each view's live table was promoted from (None: not by `promote`)."""
+    with closing(connect(path)) as conn:
+        out = {}
+        for view in views:
+            found = conn.execute(
+                f"SELECT snapshot FROM {VIEWS_TABLE} WHERE name = ?", (table_name(project, view),)
+            ).fetchone()
+            out[view] = found[0] if found else None
+        return out
+
+
+def _drop(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+    conn.execute(f"DELETE FROM {VIEWS_TABLE} WHERE name = ?", (name,))
+
+
 class RowSqliteOnlineStore(OnlineStore):
     _conn: sqlite3.Connection | None = None
 
     def _connection(self, config: RepoConfig) -> sqlite3.Connection:
         if self._conn is None:
-            path = store_path(config)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")  # readers never wait on materialize
-            self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {VIEWS_TABLE} "
-                "(name TEXT PRIMARY KEY, join_keys TEXT NOT NULL, features TEXT NOT NULL)"
-            )
+            self._conn = connect(store_path(config))
         return self._conn
 
     def _ensure_table(self, config: RepoConfig, table: FeatureView, join_keys: dict[str, str]):
-        name = table_name(config.project, table.name)
+        name = _table(config, table.name)
         conn = self._connection(config)
         columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{name}")')]
         if columns and columns != LAYOUT:
@@ -120,9 +206,12 @@ class RowSqliteOnlineStore(OnlineStore):
             f'CREATE TABLE IF NOT EXISTS "{name}" (entity_key TEXT PRIMARY KEY, '
             'event_us INTEGER NOT NULL, written_us INTEGER, "row" TEXT NOT NULL) WITHOUT ROWID'
         )
+        ttl_s = int(table.ttl.total_seconds()) if table.ttl else 0
         conn.execute(
-            f"INSERT OR REPLACE INTO {VIEWS_TABLE} VALUES (?, ?, ?)",
-            (name, json.dumps(join_keys), json.dumps(_schema(table))),
+            f"INSERT INTO {VIEWS_TABLE} (name, join_keys, features, ttl_s) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET join_keys = excluded.join_keys, "
+            "features = excluded.features, ttl_s = excluded.ttl_s",
+            (name, json.dumps(join_keys), json.dumps(_schema(table)), ttl_s),
         )
 
     def online_write_batch(
@@ -138,9 +227,9 @@ class RowSqliteOnlineStore(OnlineStore):
         for proto, values, event_time, written_time in data:
             key, join_keys = _key(proto)
             row = json.dumps({n: _plain(v) for n, v in values.items()}, separators=(",", ":"))
-            written = _micros(written_time) if written_time else None
-            rows.append((key, _micros(event_time), written, row))
-        name = table_name(config.project, table.name)
+            written = micros(written_time) if written_time else None
+            rows.append((key, micros(event_time), written, row))
+        name = _table(config, table.name)
         conn = self._connection(config)
         with conn:
             self._ensure_table(config, table, join_keys)
@@ -160,7 +249,7 @@ class RowSqliteOnlineStore(OnlineStore):
         entity_keys: list[EntityKeyProto],
         requested_features: list[str] | None = None,
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
-        name = table_name(config.project, table.name)
+        name = _table(config, table.name)
         keys = [_key(proto)[0] for proto in entity_keys]
         conn = self._connection(config)
         exists = conn.execute(f"SELECT 1 FROM {VIEWS_TABLE} WHERE name = ?", (name,)).fetchone()
@@ -206,7 +295,7 @@ class RowSqliteOnlineStore(OnlineStore):
         conn = self._connection(config)
         with conn:
             for table in tables_to_delete:
-                self._drop(conn, table_name(config.project, table.name))
+                _drop(conn, _table(config, table.name))
             for table in tables_to_keep:
                 join_keys = {c.name: _key_type(c.dtype) for c in table.entity_columns}
                 self._ensure_table(config, table, join_keys)
@@ -220,12 +309,7 @@ class RowSqliteOnlineStore(OnlineStore):
         conn = self._connection(config)
         with conn:
             for table in tables:
-                self._drop(conn, table_name(config.project, table.name))
-
-    @staticmethod
-    def _drop(conn: sqlite3.Connection, name: str) -> None:
-        conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-        conn.execute(f"DELETE FROM {VIEWS_TABLE} WHERE name = ?", (name,))
+                _drop(conn, _table(config, table.name))
 
 
 def _key_type(dtype: Any) -> str:

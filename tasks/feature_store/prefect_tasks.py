@@ -1,9 +1,8 @@
-"""The feature store's Prefect tasks: thin wrappers adding names, retries, timeouts, artifacts.
+"""The feature store's Prefect tasks: thin wrappers adding names, timeouts and artifacts.
 
-Syncing (apply, materialize, skew check) reads and writes Feast's registry and online store;
-a transient failure (a locked SQLite file, a dropped Redis or object-store connection) is worth
-one more try, and the sync is idempotent: apply replaces definitions, materialization rewrites
-the same window. A skew failure is not transient and is not retried.
+Publishing (seal, apply, materialize, skew check, both pointers) is not retried even on a
+transient I/O error: a failed try leaves the previous state whole and removes the unpublished
+snapshot, so the flow runs again from the build.
 """
 
 from __future__ import annotations
@@ -16,29 +15,28 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.artifacts import artifact_key
 from tasks.feature_store.report import skew_rows
-from tasks.feature_store.skew import SkewReport, sync_feature_store
+from tasks.feature_store.skew import SkewReport
 from tasks.feature_store.store import StoreSettings
-from tasks.retries import retry_transient
+from tasks.feature_store.sync import publish_run
 from tasks.specs.dataset_spec import DatasetSpec
 
 
-@task(
-    name="sync-feature-store",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_transient,
-    timeout_seconds=4 * 3_600,
-)
-def sync_feature_store_task(
+@task(name="publish-snapshot", cache_policy=NO_CACHE, timeout_seconds=4 * 3_600)
+def publish_task(
     spec: DatasetSpec,
-    settings: StoreSettings,
-    features_uri: str,
+    staging: str,
+    output_uri: str,
+    snapshot: str,
+    run: str,
+    settings: StoreSettings | None,
     now: datetime,
     max_skew_rate: float,
     sample: int,
-) -> dict[str, SkewReport]:
-    return sync_feature_store(spec, settings, features_uri, now, max_skew_rate, sample)
+    keep: int,
+) -> dict[str, SkewReport] | None:
+    return publish_run(
+        spec, staging, output_uri, snapshot, run, settings, now, max_skew_rate, sample, keep
+    )
 
 
 @task(name="report-skew")

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
 from tasks.feature_store.definitions import FeatureStoreError
-from tasks.feature_store.store import (
-    StoreSettings,
-    apply_definitions,
-    materialize,
-    online_features,
-    open_store,
-    training_set,
-)
+from tasks.feature_store.store import online_features, training_set
 from tasks.specs.dataset_spec import DatasetSpec
 
 
@@ -40,17 +32,21 @@ def skew_check(
     as_of: datetime,
     rtol: float = 1e-6,
 ) -> SkewReport:
-    """Compare online vectors with offline ones as of `as_of`, feature by feature.
+    """Compare online vectors with offline ones as of `as_of`, feature by feature, stored
+    features only (on-demand ones are computed by the same function on both sides).
 
-    `as_of` is the materialization's end, which Feast excludes: the offline side is read just
-    before it.
+    `as_of` is the materialization's end, which Feast excludes: both sides are read just
+    before it, the online side treating values past their TTL as missing, as the offline
+    point-in-time join does.
     """
     keys = spec.service_keys(service)
     before = as_of - timedelta(microseconds=1)
     entity_df = entity_ids[keys].drop_duplicates().assign(**{spec.timestamp_field: before})
-    offline = training_set(store, spec, entity_df, service).set_index(keys).sort_index()
+    offline = training_set(store, spec, entity_df, service, stored_only=True)
+    offline = offline.set_index(keys).sort_index()
     rows = entity_df[keys].to_dict("records")
-    online = online_features(store, spec, service, rows).set_index(keys).sort_index()
+    online = online_features(store, spec, service, rows, as_of=before)
+    online = online.set_index(keys).sort_index()
     rates = {}
     for column in online.columns:
         if column not in offline.columns:
@@ -76,34 +72,13 @@ class SkewError(FeatureStoreError):
     """Online and offline features disagree beyond the allowed rate."""
 
 
-def sync_feature_store(
-    spec: DatasetSpec,
-    settings: StoreSettings,
-    features_uri: str,
-    now: datetime,
-    max_skew_rate: float,
-    sample: int = 200,
-    seed: int = 0,
-) -> dict[str, SkewReport]:
-    """Apply the dataset's definitions, materialize up to `now`, then check train/serve skew.
-
-    The check samples entities from the labels table and compares, per feature service, the
-    online vector with the offline one as of `now`; past `max_skew_rate` it raises SkewError.
-    """
-    if "://" not in features_uri:
-        features_uri = str(Path(features_uri).resolve())
-    store = open_store(settings)
-    apply_definitions(store, spec, features_uri)
-    materialize(store, spec, end=now)
-    labels = pd.read_parquet(f"{features_uri}/labels", columns=spec.join_keys())
-    reports = {}
-    for service in spec.feature_services:
-        keys = spec.service_keys(service)
-        entities = labels[keys].drop_duplicates()
-        entities = entities.sample(min(sample, len(entities)), random_state=seed)
-        reports[service] = skew_check(store, spec, service, entities, now)
-    enforce_skew(reports, max_skew_rate)
-    return reports
+def sample_entities(
+    spec: DatasetSpec, labels_uri: str, service: str, sample: int, seed: int = 0
+) -> pd.DataFrame:
+    """Up to `sample` distinct entities of the labelled rows, for the skew check."""
+    keys = spec.service_keys(service)
+    entities = pd.read_parquet(labels_uri, columns=keys).drop_duplicates()
+    return entities.sample(min(sample, len(entities)), random_state=seed)
 
 
 def enforce_skew(reports: dict[str, SkewReport], max_skew_rate: float) -> None:

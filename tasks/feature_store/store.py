@@ -17,11 +17,13 @@ from feast import FeatureService, FeatureStore, FeatureView
 from feast.repo_config import RepoConfig
 
 from deployments.fingerprint import fingerprint as feature_set_fingerprint
+from deployments.fingerprint import view_digests as view_digest_map
 from deployments.online_reader import OnlineReader, OnlineStoreError
+from tasks.data.publish import absolute_uri, current_snapshot
 from tasks.feature_store.definitions import FeatureStoreError, feast_objects, view_name
 from tasks.feature_store.offline_store import STORE_TYPE
 from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
-from tasks.feature_store.online_store import store_path
+from tasks.feature_store.online_store import RowSqliteOnlineStore, store_path
 from tasks.specs.dataset_spec import DatasetSpec
 
 
@@ -37,16 +39,27 @@ class StoreSettings:
     redis_connection_string: str = ""
 
 
-def open_store(settings: StoreSettings, online: dict[str, Any] | None = None) -> FeatureStore:
-    """A FeatureStore configured in code (local provider, file offline store, the SQLite
-    online store of tasks/feature_store/online_store.py or Feast's Redis store). `online`, a Feast
-    online-store config, replaces the settings' choice (Feast's own SQLite store, to compare)."""
+def open_store(
+    settings: StoreSettings,
+    online: dict[str, Any] | None = None,
+    stage: str | None = None,
+    pins: dict[str, str] | None = None,
+) -> FeatureStore:
+    """A FeatureStore configured in code (local provider, the as-of file offline store, the
+    SQLite online store of tasks/feature_store/online_store.py or Feast's Redis store).
+
+    `online`, a Feast online-store config, replaces the settings' choice (Feast's own SQLite
+    store, to compare). `stage` sends SQLite writes to staged tables; `pins` (output root ->
+    snapshot id) makes the offline store read those snapshots instead of the published ones.
+    """
     if online is None and settings.online_store == "redis":
         if not settings.redis_connection_string:
             raise FeatureStoreError("online_store redis needs redis_connection_string")
         online = {"type": "redis", "connection_string": settings.redis_connection_string}
     elif online is None:
         online = {"type": ONLINE_STORE_TYPE, "path": str(Path(settings.sqlite_path).resolve())}
+        if stage:
+            online["stage"] = stage
     for path in (settings.registry_path, settings.sqlite_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(
@@ -54,11 +67,19 @@ def open_store(settings: StoreSettings, online: dict[str, Any] | None = None) ->
         provider="local",
         registry=str(Path(settings.registry_path).resolve()),
         online_store=online,
-        offline_store={"type": STORE_TYPE},
+        offline_store={"type": STORE_TYPE, "snapshots": pins or {}},
         entity_key_serialization_version=3,
         repo_path=Path(settings.repo_path).resolve(),
     )
     return FeatureStore(config=config)
+
+
+def snapshot_store(settings: StoreSettings, output_uri: str) -> tuple[FeatureStore, str | None]:
+    """A store that reads the snapshot of `output_uri` published now for as long as it is
+    used (a publish meanwhile does not change what it reads), and that snapshot's id."""
+    root = absolute_uri(output_uri)
+    snapshot = current_snapshot(root)
+    return open_store(settings, pins={root: snapshot} if snapshot else None), snapshot
 
 
 def apply_definitions(store: FeatureStore, spec: DatasetSpec, features_uri: str) -> list[str]:
@@ -93,6 +114,13 @@ def materialize(
             store.materialize(start_date=since, end_date=end, feature_views=[view.name])
 
 
+def begin_stage(store: FeatureStore, spec: DatasetSpec) -> None:
+    """Create the (empty) staged tables of every stored view, so a view with nothing to
+    materialize is promoted empty rather than missing. `store` is opened with a stage."""
+    views = [store.get_feature_view(view_name(spec, t)) for t in spec.feature_tables]
+    RowSqliteOnlineStore().update(store.config, [], views, [], [], partial=False)
+
+
 def _service(store: FeatureStore, name: str) -> FeatureService:
     try:
         return store.get_feature_service(name)
@@ -101,8 +129,22 @@ def _service(store: FeatureStore, name: str) -> FeatureService:
         raise FeatureStoreError(f"feature service '{name}' does not exist; known: {known}") from exc
 
 
+def stored_features(store: FeatureStore, service: str) -> dict[str, list[str]]:
+    """The service's stored views (not its on-demand ones) -> their feature names, in order."""
+    on_demand = {v.name for v in store.list_on_demand_feature_views()}
+    return {
+        p.name: [f.name for f in p.features]
+        for p in _service(store, service).feature_view_projections
+        if p.name not in on_demand
+    }
+
+
 def check_entity_frame(spec: DatasetSpec, entity_df: pd.DataFrame, service: str) -> None:
-    required = [*spec.service_keys(service), spec.timestamp_field]
+    required = [
+        *spec.service_keys(service),
+        spec.timestamp_field,
+        *spec.service_request_fields(service),
+    ]
     missing = [c for c in required if c not in entity_df.columns]
     if missing:
         raise FeatureStoreError(
@@ -114,12 +156,22 @@ def check_entity_frame(spec: DatasetSpec, entity_df: pd.DataFrame, service: str)
 
 
 def training_set(
-    store: FeatureStore, spec: DatasetSpec, entity_df: pd.DataFrame, service: str
+    store: FeatureStore,
+    spec: DatasetSpec,
+    entity_df: pd.DataFrame,
+    service: str,
+    stored_only: bool = False,
 ) -> pd.DataFrame:
-    """Point-in-time correct features for each (entity, timestamp) row of `entity_df`."""
+    """Point-in-time correct features for each (entity, timestamp) row of `entity_df`; the
+    service's on-demand features are computed from the frame's request fields, unless
+    `stored_only` (then the frame needs no request fields)."""
     fs = _service(store, service)
-    check_entity_frame(spec, entity_df, service)
-    job = store.get_historical_features(entity_df=entity_df, features=fs)
+    if stored_only:
+        refs = [f"{v}:{f}" for v, names in stored_features(store, service).items() for f in names]
+        job = store.get_historical_features(entity_df=entity_df, features=refs)
+    else:
+        check_entity_frame(spec, entity_df, service)
+        job = store.get_historical_features(entity_df=entity_df, features=fs)
     return job.to_df()
 
 
@@ -137,63 +189,88 @@ def labelled_set(
 def service_features(
     store: FeatureStore, spec: DatasetSpec, service: str
 ) -> tuple[list[str], list[str]]:
-    """A feature service's feature columns and, of those, the categorical ones."""
-    tables = spec.feature_services[service]
-    features = [f.name for t in tables for f in store.get_feature_view(view_name(spec, t)).features]
-    categorical = [c for t in tables for c in spec.feature_tables[t].categorical]
-    return features, categorical
+    """A feature service's feature columns (stored, then request, then on-demand) and, of
+    those, the categorical ones."""
+    stored = [f for names in stored_features(store, service).values() for f in names]
+    on_demand = spec.service_on_demand(service)
+    request = list(spec.request.features) if spec.request is not None and on_demand else []
+    computed = [f for name in on_demand for f in spec.on_demand[name].outputs]
+    categorical = [
+        *(c for t in spec.service_tables(service) for c in spec.feature_tables[t].categorical),
+        *(c for name in on_demand for c in spec.on_demand[name].categorical),
+    ]
+    return [*stored, *request, *computed], categorical
 
 
 def online_reader(store: FeatureStore, service: str) -> OnlineReader:
-    """A reader of the service's features from the SQLite online store, for serving processes
-    (hold one: it resolves the views once)."""
+    """A reader of the service's stored features from the SQLite online store, for serving
+    processes (hold one: it resolves the views once)."""
     online = store.config.online_store
     if online.type != ONLINE_STORE_TYPE:
         raise FeatureStoreError(f"online_reader needs the SQLite online store, not {online.type}")
-    fs = _service(store, service)
-    features = {p.name: [f.name for f in p.features] for p in fs.feature_view_projections}
+    views = stored_features(store, service)
+    stage = getattr(online, "stage", None)
     try:
-        return OnlineReader(store_path(store.config), store.project, features)
+        return OnlineReader(store_path(store.config), store.project, views, stage=stage)
     except OnlineStoreError as exc:
         raise FeatureStoreError(f"feature service '{service}': {exc}") from exc
 
 
 def online_features(
-    store: FeatureStore, spec: DatasetSpec, service: str, entities: list[dict[str, Any]]
+    store: FeatureStore,
+    spec: DatasetSpec,
+    service: str,
+    entities: list[dict[str, Any]],
+    as_of: datetime | None = None,
 ) -> pd.DataFrame:
-    """Latest feature values for serving-time lookups (join keys, then features)."""
-    fs = _service(store, service)
+    """Latest stored feature values for serving-time lookups (join keys, then features); values
+    older than their view's TTL as of `as_of` (default: now) are missing."""
     missing = [k for k in spec.service_keys(service) if any(k not in e for e in entities)]
     if missing:
         raise FeatureStoreError(f"entity rows lack join key(s) {missing}")
     if store.config.online_store.type != ONLINE_STORE_TYPE:
-        frame = store.get_online_features(features=fs, entity_rows=entities).to_df()
-        features, _ = service_features(store, spec, service)
+        views = stored_features(store, service)
+        refs = [f"{v}:{f}" for v, names in views.items() for f in names]
+        frame = store.get_online_features(features=refs, entity_rows=entities).to_df()
+        features = [f for names in views.values() for f in names]
         return frame[[*spec.service_keys(service), *features]]  # Feast's order is a set's
     reader = online_reader(store, service)
     try:
-        return pd.DataFrame(reader.read(entities))
+        return pd.DataFrame(reader.read(entities, as_of))
     except OnlineStoreError as exc:
         raise FeatureStoreError(f"feature service '{service}': {exc}") from exc
     finally:
         reader.close()
 
 
-def fingerprint(store: FeatureStore, service: str) -> str:
-    """The service's views (names, entities, features, dtypes, TTLs) as a plain-data fingerprint."""
-    fs = _service(store, service)
+def view_descriptions(store: FeatureStore, service: str) -> list[dict[str, Any]]:
+    """The service's views as plain data: name, entities, features and dtypes, TTL, and the
+    digest of their definition (spec entry and transform source)."""
+    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
     views = []
-    for projection in fs.feature_view_projections:
-        view = store.get_feature_view(projection.name)
+    for projection in _service(store, service).feature_view_projections:
+        view: Any = on_demand.get(projection.name) or store.get_feature_view(projection.name)
+        ttl = getattr(view, "ttl", None)
         views.append(
             {
                 "name": view.name,
-                "entities": sorted(view.entities),
-                "ttl_s": int(view.ttl.total_seconds()) if view.ttl else 0,
+                "entities": sorted(getattr(view, "entities", [])),
+                "ttl_s": int(ttl.total_seconds()) if ttl else 0,
                 "features": [[f.name, str(f.dtype)] for f in projection.features],
+                "definition": view.tags.get("definition", ""),
             }
         )
-    return feature_set_fingerprint(service, views)
+    return views
+
+
+def fingerprint(store: FeatureStore, service: str) -> str:
+    """The feature set's fingerprint (deployments/fingerprint.py) from `view_descriptions`."""
+    return feature_set_fingerprint(service, view_descriptions(store, service))
+
+
+def view_digests(store: FeatureStore, service: str) -> dict[str, str]:
+    """Per view, the digest of its description: what tells which table changed."""
+    return view_digest_map(view_descriptions(store, service))
 
 
 def run_feast_cli(repo_path: str, command: str, data_root: str | None = None) -> str:

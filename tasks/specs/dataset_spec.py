@@ -119,6 +119,43 @@ class LabelSpec(Strict):
     table: str
     column: str
     positive: int | str | bool = 1
+    horizon_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="How long after its event the outcome is known (0: at once). Training "
+        "leaves out rows whose window is still open and keeps this much time between splits.",
+    )
+
+
+class RequestSpec(Strict):
+    """Values that arrive with a scoring request: columns of the label table (the event rows)."""
+
+    fields: dict[str, Dtype] = Field(min_length=1)
+    features: list[str] = Field(
+        default_factory=list, description="Fields a model reads as they are."
+    )
+
+    @model_validator(mode="after")
+    def _features_are_fields(self) -> RequestSpec:
+        unknown = [f for f in self.features if f not in self.fields]
+        if unknown:
+            raise ValueError(f"request.features: {unknown} are not request fields")
+        return self
+
+
+class OnDemandSpec(Strict):
+    """Features computed at request time from request fields and stored features:
+    `transform(columns: dict[str, list]) -> dict[str, list]`, the same function in Feast (an
+    on-demand feature view), in batch scoring and in the model server."""
+
+    transform: str = Field(pattern=r"^[\w.]+:\w+$")
+    inputs: list[str] = Field(
+        default_factory=list, description="Feature tables whose stored features it reads."
+    )
+    outputs: dict[str, Dtype] = Field(min_length=1)
+    categorical: list[str] = Field(default_factory=list)
+    description: str = ""
 
 
 class GenerateOptions(Strict):
@@ -194,8 +231,11 @@ class DatasetSpec(Strict):
     label: LabelSpec
     tables: dict[str, TableSpec] = Field(min_length=1)
     feature_tables: dict[str, FeatureTableSpec] = Field(min_length=1)
+    request: RequestSpec | None = None
+    on_demand: dict[str, OnDemandSpec] = Field(default_factory=dict)
     feature_services: dict[str, list[str]] = Field(
-        default_factory=dict, description="One per model: service name -> its feature tables."
+        default_factory=dict,
+        description="One per model: service name -> its feature tables and on-demand views.",
     )
     generator: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
@@ -219,16 +259,33 @@ class DatasetSpec(Strict):
             for table in ft.inputs:
                 if table not in self.tables:
                     raise ValueError(f"feature_tables.{name}.inputs: unknown table '{table}'")
-            first = self.tables[ft.inputs[0]]
-            if ft.partition_by and ft.partition_by not in first.columns:
+            for table in ft.inputs if ft.partition_by else []:
+                if ft.partition_by not in self.tables[table].columns:
+                    raise ValueError(
+                        f"feature_tables.{name}.partition_by: '{ft.partition_by}' is not a "
+                        f"column of '{table}' (every input is partitioned by it)"
+                    )
+        if self.request is not None:
+            missing = [f for f in self.request.fields if f not in label_table.columns]
+            if missing:
                 raise ValueError(
-                    f"feature_tables.{name}.partition_by: '{ft.partition_by}' is not a column "
-                    f"of '{ft.inputs[0]}'"
+                    f"request.fields: {missing} are not columns of table '{self.label.table}'"
                 )
-        for service, tables in self.feature_services.items():
-            unknown = [t for t in tables if t not in self.feature_tables]
+        for name, od in self.on_demand.items():
+            if name in self.feature_tables:
+                raise ValueError(f"on_demand.{name}: the name of a feature table too")
+            if self.request is None:
+                raise ValueError(f"on_demand.{name}: on-demand features need `request` fields")
+            unknown = [t for t in od.inputs if t not in self.feature_tables]
             if unknown:
-                raise ValueError(f"feature_services.{service}: unknown feature tables {unknown}")
+                raise ValueError(f"on_demand.{name}.inputs: unknown feature tables {unknown}")
+        for service, tables in self.feature_services.items():
+            unknown = [t for t in tables if t not in {**self.feature_tables, **self.on_demand}]
+            if unknown:
+                raise ValueError(
+                    f"feature_services.{service}: unknown feature tables or on-demand views "
+                    f"{unknown}"
+                )
         return self
 
     def join_keys(self, entity: str | None = None) -> list[str]:
@@ -238,9 +295,27 @@ class DatasetSpec(Strict):
         keys = [k for e in self.entities.values() for k in e.join_keys]
         return list(dict.fromkeys(keys))
 
+    def service_tables(self, service: str) -> list[str]:
+        """The feature tables a service reads: its own and its on-demand views' inputs."""
+        entries = self.feature_services[service]
+        tables = [
+            t for e in entries for t in (self.on_demand[e].inputs if e in self.on_demand else [e])
+        ]
+        return list(dict.fromkeys(tables))
+
+    def service_on_demand(self, service: str) -> list[str]:
+        return [e for e in self.feature_services[service] if e in self.on_demand]
+
+    def service_request_fields(self, service: str) -> list[str]:
+        """The request fields a scoring row brings for this service (none without on-demand
+        views or request features)."""
+        if self.request is None or not self.service_on_demand(service):
+            return []
+        return list(self.request.fields)
+
     def service_keys(self, service: str) -> list[str]:
         """The join keys an entity row needs for a feature service."""
-        entities = [self.feature_tables[t].entity for t in self.feature_services[service]]
+        entities = [self.feature_tables[t].entity for t in self.service_tables(service)]
         return list(dict.fromkeys(k for e in entities for k in self.entities[e].join_keys))
 
     def transform_fn(self, feature_table: str) -> Callable[..., Any]:
@@ -293,7 +368,42 @@ def parse_spec(text: str, where: str) -> DatasetSpec:
         if not callable(fn):
             raise SpecError(f"{where}: {field}: '{target}' is not callable")
     _check_feature_references(spec, where)
+    _check_on_demand_outputs(spec, where)
     return spec
+
+
+SAMPLE_VALUES: dict[str, Any] = {
+    "int64": 1,
+    "float64": 1.0,
+    "bool": True,
+    "string": "x",
+    "datetime": pd.Timestamp("2026-01-01", tz="UTC"),
+}
+
+
+def on_demand_sample(spec: DatasetSpec, name: str) -> dict[str, list[Any]]:
+    """One input row of an on-demand view: its request fields and its input tables' features."""
+    assert spec.request is not None
+    columns = {f: [SAMPLE_VALUES[d]] for f, d in spec.request.fields.items()}
+    for table in spec.on_demand[name].inputs:
+        for column, values in transform_output(spec, table).items():
+            columns.setdefault(str(column), [1.0 if values.dtype.kind in "fiub" else None])
+    return columns
+
+
+def _check_on_demand_outputs(spec: DatasetSpec, where: str) -> None:
+    for name, od in spec.on_demand.items():
+        try:
+            produced = import_object(od.transform)(on_demand_sample(spec, name))
+        except Exception as exc:
+            raise SpecError(
+                f"{where}: on_demand.{name}.transform failed on a sample row: {exc}"
+            ) from exc
+        if sorted(produced) != sorted(od.outputs):
+            raise SpecError(
+                f"{where}: on_demand.{name}.transform returns {sorted(produced)}, "
+                f"its outputs declare {sorted(od.outputs)}"
+            )
 
 
 def column_dtype(col: ColumnSpec) -> object:
@@ -317,11 +427,16 @@ def transform_output(spec: DatasetSpec, table: str) -> pd.DataFrame:
 
 
 def feature_columns(spec: DatasetSpec) -> dict[str, list[str]]:
-    """Each feature table's feature columns (its output without join keys and timestamp)."""
+    """Each feature table's feature columns (its output without join keys and timestamp), each
+    on-demand view's outputs, and the request features (under `request`)."""
     out = {}
     for name, ft in spec.feature_tables.items():
         skip = {*spec.join_keys(ft.entity), spec.timestamp_field}
         out[name] = [str(c) for c in transform_output(spec, name).columns if c not in skip]
+    for name, od in spec.on_demand.items():
+        out[name] = list(od.outputs)
+    if spec.request is not None:
+        out["request"] = list(spec.request.features)
     return out
 
 
@@ -350,6 +465,7 @@ def _code_references(spec: DatasetSpec) -> list[tuple[str, str]]:
     refs = [
         (f"feature_tables.{n}.transform", ft.transform) for n, ft in spec.feature_tables.items()
     ]
+    refs += [(f"on_demand.{n}.transform", od.transform) for n, od in spec.on_demand.items()]
     if spec.generator:
         refs.append(("generator", spec.generator))
     return refs

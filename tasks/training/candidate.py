@@ -81,6 +81,8 @@ def register_candidate(
         "dataset": spec.name,
         "feature_service": service,
         "feature_fingerprint": data.fingerprint,
+        "feature_views": data.view_digests,
+        "data_snapshot": data.snapshot,
         **training,
         "seed": seed,
         **fitted.details,
@@ -91,6 +93,7 @@ def register_candidate(
             part: data_summary(getattr(split, part), spec.timestamp_field)
             for part in ("train", "valid", "test")
         },
+        "split": split.cuts,
         "git_sha": git_sha(),
         "packages": package_versions(),
     }

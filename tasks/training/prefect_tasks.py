@@ -25,9 +25,8 @@ from tasks.training.trainers import Fitted, Trainer, TrainingInputs, fit
 from tasks.training.training_set import (
     LabelledSet,
     Split,
-    check_training_set,
     load_labelled_set,
-    time_split,
+    split_labelled_set,
 )
 
 
@@ -40,17 +39,20 @@ from tasks.training.training_set import (
     timeout_seconds=2 * 3_600,
 )
 def load_training_set(
-    spec: DatasetSpec, labels_uri: str, settings: StoreSettings, service: str
+    spec: DatasetSpec, data_uri: str, settings: StoreSettings, service: str
 ) -> LabelledSet:
-    return load_labelled_set(spec, labels_uri, settings, service)
+    return load_labelled_set(spec, data_uri, settings, service)
 
 
 @task(name="split-training-set", cache_policy=NO_CACHE)
 def split_training_set(
-    data: LabelledSet, spec: DatasetSpec, valid_share: float, test_share: float
+    data: LabelledSet,
+    spec: DatasetSpec,
+    valid_share: float,
+    test_share: float,
+    embargo_days: float | None,
 ) -> Split:
-    check_training_set(data.frame, data.features, spec.label.column)
-    return time_split(data.frame, spec.timestamp_field, valid_share, test_share)
+    return split_labelled_set(data, spec, valid_share, test_share, embargo_days)
 
 
 @task(

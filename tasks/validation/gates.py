@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from deployments.fingerprint import changed_views
 from tasks.config import Strict
 from tasks.validation.behaviour import InvarianceResult, MonotonicResult
 from tasks.validation.metrics import (
@@ -73,8 +74,13 @@ class DataEvidence(BaseModel):
     worst_null_rate: float
     fingerprint_trained: str
     fingerprint_now: str
+    views_trained: dict[str, str] = Field(default_factory=dict)  # view -> definition digest
+    views_now: dict[str, str] = Field(default_factory=dict)
     test_from: datetime
     trained_to: datetime
+    horizon_days: int = 0
+    left_out_open_outcome: int = 0
+    snapshot: str | None = None
 
 
 def _fmt(value: float) -> str:
@@ -181,17 +187,22 @@ def data_gates(data: DataEvidence, policy: DataChecks) -> list[GateResult]:
         GateResult(
             gate="data:time_later",
             kind="data",
-            passed=data.test_from > data.trained_to,
-            detail=f"test rows from {data.test_from}, training data to {data.trained_to}",
+            passed=data.test_from > data.trained_to + timedelta(days=data.horizon_days),
+            detail=f"test rows from {data.test_from}, training data to {data.trained_to} "
+            f"plus the {data.horizon_days}-day label horizon",
         ),
     ]
     if policy.require_same_features:
+        changed = changed_views(data.views_trained, data.views_now) if data.views_trained else []
+        same = data.fingerprint_trained == data.fingerprint_now
+        where = f"; changed: {', '.join(changed)}" if changed and not same else ""
         out.append(
             GateResult(
                 gate="data:feature_set",
                 kind="data",
-                passed=data.fingerprint_trained == data.fingerprint_now,
-                detail=f"trained on {data.fingerprint_trained}, store now {data.fingerprint_now}",
+                passed=same,
+                detail=f"trained on {data.fingerprint_trained}, store now "
+                f"{data.fingerprint_now}{where}",
             )
         )
     return out

@@ -9,8 +9,16 @@ import pandas as pd
 from feast import FeatureStore
 
 from deployments.predictor import LoadedModel
-from tasks.feature_store.store import StoreSettings, fingerprint, labelled_set, open_store
+from tasks.data.publish import LABELS, absolute_uri, features_uri
+from tasks.feature_store.store import (
+    StoreSettings,
+    fingerprint,
+    labelled_set,
+    snapshot_store,
+    view_digests,
+)
 from tasks.specs.dataset_spec import DatasetSpec
+from tasks.training.training_set import outcome_known
 from tasks.validation.gates import DataEvidence
 
 
@@ -64,19 +72,27 @@ def holdout(
 
 def test_set(
     spec: DatasetSpec,
-    labels: pd.DataFrame,
+    data_uri: str,
+    labels_uri: str | None,
     models: list[LoadedModel],
     settings: StoreSettings,
     test_from: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, DataEvidence]:
-    """The rows after every model's training data (or after `test_from`) with their features,
+    """The labelled rows after every model's training data plus the label horizon (or after
+    `test_from`), whose outcome is known, with their features from the snapshot published now;
     and the data evidence the gates judge (the candidate is `models[0]`)."""
-    store = open_store(settings)
+    store, snapshot = snapshot_store(settings, data_uri)
+    uri = labels_uri or f"{features_uri(absolute_uri(data_uri), snapshot)}/{LABELS}"
+    horizon = spec.label.horizon_days
+    labels, known = outcome_known(
+        read_labels(uri, spec), spec.timestamp_field, spec.label.column, horizon
+    )
     seen = max(trained_to(m.metadata) for m in models)
-    after = test_from if test_from is not None else seen
+    after = test_from if test_from is not None else seen + pd.Timedelta(days=horizon)
     services = list(dict.fromkeys(m.metadata["feature_service"] for m in models))
     frame = holdout(store, spec, labels, services, after)
     candidate = models[0]
+    service = candidate.metadata["feature_service"]
     nulls = frame[candidate.features].isna().mean()
     evidence = DataEvidence(
         test_rows=len(frame),
@@ -84,9 +100,14 @@ def test_set(
         worst_null_feature=str(nulls.idxmax()),
         worst_null_rate=float(nulls.max()),
         fingerprint_trained=candidate.metadata["feature_fingerprint"],
-        fingerprint_now=fingerprint(store, candidate.metadata["feature_service"]),
+        fingerprint_now=fingerprint(store, service),
+        views_trained=candidate.metadata.get("feature_views", {}),
+        views_now=view_digests(store, service),
         # rounded outwards to the microseconds a datetime holds: the order is kept
         test_from=frame[spec.timestamp_field].min().ceil("us").to_pydatetime(),
         trained_to=seen.floor("us").to_pydatetime(),
+        horizon_days=horizon,
+        left_out_open_outcome=known["left_out_open_outcome"],
+        snapshot=snapshot,
     )
     return frame, evidence

@@ -37,7 +37,7 @@ from tasks.validation.evidence import (
 )
 from tasks.validation.explain import ExplainOptions, Explanation, explain_versions
 from tasks.validation.gates import DataEvidence
-from tasks.validation.holdout import read_labels, test_set
+from tasks.validation.holdout import test_set
 from tasks.validation.metrics import Evaluation, evaluate_model
 
 RETRY_IO: dict[str, Any] = {
@@ -65,12 +65,13 @@ def load_models(
 @task(name="load-test-set", cache_policy=NO_CACHE, timeout_seconds=2 * 3_600, **RETRY_IO)
 def load_test_set(
     spec: DatasetSpec,
-    labels_uri: str,
+    data_uri: str,
+    labels_uri: str | None,
     models: list[LoadedModel],
     settings: StoreSettings,
     test_from: pd.Timestamp | None,
 ) -> tuple[pd.DataFrame, DataEvidence]:
-    return test_set(spec, read_labels(labels_uri, spec), models, settings, test_from)
+    return test_set(spec, data_uri, labels_uri, models, settings, test_from)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-v{model.version}")

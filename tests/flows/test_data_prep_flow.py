@@ -10,6 +10,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
+from tasks.data.publish import current_snapshot, features_uri
 from tasks.data.raw_checks import DataValidationError
 
 pytestmark = pytest.mark.flows
@@ -49,17 +50,15 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
         )
     )
     assert result.rows_rejected > 0
-    assert set(result.rows_out) == {
-        "customer_profile",
-        "transaction_windows",
-        "application_features",
-        "labels",
-    }
-    assert len(pd.read_parquet(out / "features" / "labels")) == result.rows_out["labels"]
+    assert set(result.rows_out) == {"customer_profile", "transaction_windows", "labels"}
+    assert current_snapshot(str(out)) == result.snapshot
+    features = Path(features_uri(str(out)))
+    assert features.parent == out / "snapshots" / result.snapshot
+    assert len(pd.read_parquet(features / "labels")) == result.rows_out["labels"]
     (quarantine_run,) = (out / "quarantine").iterdir()
     rejected = pd.concat(pd.read_parquet(p) for p in quarantine_run.iterdir())
     assert len(rejected) == result.rows_rejected
-    assert not list(out.glob(".staging-*"))
+    assert [p.name for p in (out / "snapshots").iterdir()] == [result.snapshot]
 
     import asyncio
 
@@ -80,7 +79,7 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
     online = online_features(store, spec, "credit_risk_default_v1", [{"customer_id": 1}])
     assert online["annual_income"].notna().all()
     # ... and the offline store gives a point-in-time training set for the labels
-    labels = pd.read_parquet(out / "features" / "labels")
+    labels = pd.read_parquet(features / "labels")
     train = training_set(store, spec, labels, "credit_risk_default_v1")
     assert len(train) == len(labels) and train["loan_to_income"].notna().all()
 
@@ -95,7 +94,7 @@ def test_failed_run_leaves_previous_tables_intact(raw: Path, tmp_path: Path) -> 
             feature_repo_block="tmp-feast",
         )
     )
-    before = _tree(out / "features")
+    before = _tree(out)
 
     broken = tmp_path / "broken"
     shutil.copytree(raw, broken)
@@ -110,8 +109,7 @@ def test_failed_run_leaves_previous_tables_intact(raw: Path, tmp_path: Path) -> 
                 source_uri=str(broken), output_uri=str(out), dask_cluster_block="threads"
             )
         )
-    assert _tree(out / "features") == before
-    assert not list(out.glob(".staging-*"))
+    assert _tree(out) == before  # the published snapshot, the pointer: all as they were
 
 
 def test_missing_source_fails_naming_the_path(tmp_path: Path) -> None:

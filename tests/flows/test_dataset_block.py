@@ -9,6 +9,7 @@ import yaml
 from blocks import DatasetSpecBlock, resolve_dataset
 from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
+from tasks.data.publish import features_uri
 from tasks.specs.dataset_spec import SpecError
 from tasks.specs.datasets import DATASETS_ROOT
 
@@ -36,7 +37,7 @@ def test_flows_run_on_a_spec_kept_in_a_block(tmp_path: Path) -> None:
         )
     )
     assert result.dataset == "rides_in_prefect"
-    labels = pd.read_parquet(tmp_path / "out" / "features" / "labels")
+    labels = pd.read_parquet(Path(features_uri(str(tmp_path / "out"))) / "labels")
     assert {"driver_id", "customer_id", "order_is_success"} <= set(labels.columns)
 
 

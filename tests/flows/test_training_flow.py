@@ -6,9 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blocks import ModelRegistry
+from blocks import FeatureRepo, ModelRegistry
 from flows.training import TrainingParams, training
+from tasks.data.publish import features_uri
 from tasks.training.training_set import TrainingDataError
+from tests.recount import compare
 
 pytestmark = pytest.mark.flows
 
@@ -50,20 +52,45 @@ def test_single_class_labels_fail_before_training_and_register_nothing(
 ) -> None:
     broken = tmp_path / "out"
     shutil.copytree(prepared, broken)
-    labels = pd.read_parquet(broken / "features" / "labels").assign(defaulted_90d=0)
-    shutil.rmtree(broken / "features" / "labels")
-    (broken / "features" / "labels").mkdir()
-    labels.to_parquet(broken / "features" / "labels" / "part-0.parquet", index=False)
+    labels_dir = Path(features_uri(str(broken))) / "labels"
+    labels = pd.read_parquet(labels_dir)
+    shutil.rmtree(labels_dir)
+    labels_dir.mkdir()
+    labels.assign(defaulted_90d=0).to_parquet(labels_dir / "part-0.parquet", index=False)
     registry = ModelRegistry.load("tmp-registry").registry()
     before = registry.models()
     with pytest.raises(TrainingDataError, match=r"label 'defaulted_90d' has a single class"):
         training(_params(broken, model_name="never-registered"))
-    labels.assign(
-        defaulted_90d=labels["defaulted_90d"].where(labels.index % 10 != 0).astype("float64")
-    ).to_parquet(broken / "features" / "labels" / "part-0.parquet", index=False)
-    with pytest.raises(TrainingDataError, match=r"label 'defaulted_90d' has \d+ NaN value\(s\)"):
-        training(_params(broken, model_name="never-registered"))
     assert registry.models() == before
+
+
+def test_unknown_labels_and_open_outcomes_are_left_out_and_counted(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """Rows whose label is not recorded yet, or whose 90-day outcome window is still open at
+    the data's end, are left out of training and counted in the version's metadata."""
+    partial = tmp_path / "out"
+    shutil.copytree(prepared, partial)
+    labels_dir = Path(features_uri(str(partial))) / "labels"
+    labels = pd.read_parquet(labels_dir)
+    unknown = labels.index % 10 == 0
+    labels["defaulted_90d"] = labels["defaulted_90d"].where(~unknown).astype("float64")
+    shutil.rmtree(labels_dir)
+    labels_dir.mkdir()
+    labels.to_parquet(labels_dir / "part-0.parquet", index=False)
+    result = training(_params(partial, model_name="credit-partial"))
+    meta = ModelRegistry.load("tmp-registry").registry().get("credit-partial", result.version)
+    split = meta.metadata["split"]
+    assert split["left_out_unknown_label"] == unknown.sum()
+    end = labels["event_timestamp"].max()
+    still_open = (labels["event_timestamp"] + pd.Timedelta(days=90) > end) & ~unknown
+    assert split["left_out_open_outcome"] == still_open.sum() > 0
+    assert split["horizon_days"] == 90 and split["embargo_days"] == 90
+    test_from, valid_to = pd.Timestamp(split["test_from"]), pd.Timestamp(split["valid_to"])
+    assert valid_to + pd.Timedelta(days=90) < test_from
+    assert pd.Timestamp(split["train_to"]) + pd.Timedelta(days=90) < pd.Timestamp(
+        split["valid_from"]
+    )
 
 
 def test_training_registers_a_horovod_trained_torch_model(prepared: Path) -> None:
@@ -82,3 +109,12 @@ def test_training_registers_a_horovod_trained_torch_model(prepared: Path) -> Non
     version = registry.get("credit-torch", result.version)
     assert version.files == ["features.json", "model.json", "model.pt", "reference.parquet"]
     assert version.metadata["trainer"] == "torch" and version.metadata["backend"] == "horovod"
+
+
+def test_every_labelled_row_has_window_counts_equal_to_a_recount(prepared: Path) -> None:
+    """The training set's txn_count_7d and txn_count_30d for every labelled application equal
+    an independent recount from the raw transactions (idle customers count 0, not last
+    week's value)."""
+    result = compare(prepared.parent / "raw", prepared, FeatureRepo.load("tmp-feast").settings())
+    assert result["rows"] > 1_000
+    assert result == {"rows": result["rows"], "mismatches_7d": 0, "mismatches_30d": 0}

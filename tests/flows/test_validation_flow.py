@@ -19,6 +19,7 @@ from blocks import ModelRegistry, ValidationPolicy
 from deployments.predictor import ModelLoadError
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, ValidationResult, validation
+from tasks.data.publish import features_uri
 from tasks.registry.store import RegistryError
 from tasks.validation.explain import ExplainOptions
 from tasks.validation.gates import GatePolicy
@@ -100,12 +101,13 @@ def test_good_candidate_becomes_challenger_and_shuffled_labels_are_rejected(
     registry.set_alias("credit-val", "champion", 1)  # what the deployment flow will do
     shuffled = tmp_path / "out"
     shutil.copytree(prepared, shuffled)
-    labels = pd.read_parquet(shuffled / "features" / "labels")
+    labels_dir = Path(features_uri(str(shuffled))) / "labels"
+    labels = pd.read_parquet(labels_dir)
     rng = np.random.default_rng(0)
     labels["defaulted_90d"] = rng.permutation(labels["defaulted_90d"].to_numpy())
-    shutil.rmtree(shuffled / "features" / "labels")
-    (shuffled / "features" / "labels").mkdir()
-    labels.to_parquet(shuffled / "features" / "labels" / "part-0.parquet", index=False)
+    shutil.rmtree(labels_dir)
+    labels_dir.mkdir()
+    labels.to_parquet(labels_dir / "part-0.parquet", index=False)
     assert _train(shuffled, "credit-val") == 2
 
     second = _validate(prepared, "credit-val", explain=SMALL)  # the true labels judge it
@@ -182,7 +184,7 @@ def test_bad_input_is_named_and_aliases_stay(prepared: Path, tmp_path: Path) -> 
         _validate(prepared, "credit-bad", candidate=2)
 
     unlabelled = tmp_path / "unlabelled.parquet"
-    labels = pd.read_parquet(prepared / "features" / "labels")
+    labels = pd.read_parquet(Path(features_uri(str(prepared))) / "labels")
     labels.drop(columns=["defaulted_90d"]).to_parquet(unlabelled, index=False)
     with pytest.raises(
         HoldoutError, match=r"unlabelled.parquet: .*no label column 'defaulted_90d'"

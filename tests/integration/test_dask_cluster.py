@@ -8,6 +8,7 @@ from distributed import Client
 
 from features.credit_risk.generator import generate_demo
 from flows.data_prep import DataPrepParams, data_prep
+from tasks.data.publish import features_uri
 from tasks.specs.dataset_spec import GenerateOptions
 from tests.integration.conftest import BIN, free_port, wait_for
 
@@ -70,6 +71,6 @@ def test_data_prep_on_a_multi_process_dask_cluster(processes, api, tmp_path: Pat
     assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
     assert {"transaction_windows", "build_features_task"} <= set(prefixes)  # ran on this cluster
     assert result.rows_out["labels"] == len(
-        pd.read_parquet(tmp_path / "out" / "features" / "labels")
+        pd.read_parquet(Path(features_uri(str(tmp_path / "out"))) / "labels")
     )
     assert result.rows_rejected > 0

@@ -4,6 +4,7 @@ import json
 import subprocess
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from tasks.feature_store.store import (
@@ -12,6 +13,7 @@ from tasks.feature_store.store import (
     materialize,
     online_reader,
     open_store,
+    stored_features,
 )
 from tests.integration.conftest import ROOT
 
@@ -49,8 +51,7 @@ def test_serving_env_reads_online_features_without_feast(credit_spec, tiny_featu
     )
     apply_definitions(store, credit_spec, str(tiny_features))
     materialize(store, credit_spec, end=datetime(2026, 1, 20, tzinfo=UTC))
-    service = store.get_feature_service(SERVICE)
-    views = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+    views = stored_features(store, SERVICE)
     rows = [{"customer_id": int(c)} for c in range(1, 40)]
     expected = online_reader(store, SERVICE).read(rows)
     code = (
@@ -154,3 +155,41 @@ def test_the_serving_env_loads_registry_versions_and_scores_as_the_platform(tmp_
     served = json.loads(done.stdout)
     for trainer, scores in expected.items():
         assert served[trainer] == scores.tolist()
+
+
+def test_on_demand_features_are_the_same_in_the_serving_env() -> None:
+    """The function Feast runs for training sets gives the serving interpreter (no Feast,
+    another pandas) the same values bit for bit, NaN and unknown categories included."""
+    from features.credit_risk.on_demand import application_features
+
+    rng = np.random.default_rng(4)
+    n = 2_000
+    rows = {
+        "loan_amount": (rng.lognormal(9, 1, n)).round(2).tolist(),
+        "term_months": rng.choice([12, 24, 36, 60], n).tolist(),
+        "purpose": rng.choice(["car", "medical", "other", "boat"], n).tolist(),
+        "annual_income": [
+            None if i % 97 == 0 else float(v) for i, v in enumerate(rng.lognormal(11, 0.5, n))
+        ],
+    }
+    rows["annual_income"][5] = 0.0
+    expected = application_features(rows)
+    code = (
+        "import json, sys; from features.credit_risk.on_demand import application_features;"
+        "print(json.dumps(application_features(json.loads(sys.stdin.read()))))"
+    )
+    done = subprocess.run(
+        [str(SERVING_PY), "-c", code],
+        input=json.dumps(rows),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    served = json.loads(done.stdout)
+    assert served.keys() == expected.keys()
+    for name, values in expected.items():
+        a, b = np.asarray(values, dtype="float64"), np.asarray(served[name], dtype="float64")
+        np.testing.assert_array_equal(a, b)  # NaN == NaN here, and no tolerance
+        assert a.tobytes() == b.tobytes()

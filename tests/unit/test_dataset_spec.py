@@ -92,3 +92,50 @@ def test_validation_and_drift_features_must_exist(tmp_path: Path) -> None:
 
     with pytest.raises(SpecError, match=r"validation.segments.income_band.*must increase"):
         load_spec(_write(tmp_path, bins))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda r: r["request"]["fields"].update(income_band="string"),
+            r"request.fields: \['income_band'\] are not columns of table 'applications'",
+        ),
+        (
+            lambda r: r["request"].update(features=["loan_amount", "shoe_size"]),
+            r"request.features: \['shoe_size'\] are not request fields",
+        ),
+        (
+            lambda r: r["on_demand"]["application_features"].update(inputs=["nope"]),
+            r"on_demand.application_features.inputs: unknown feature tables \['nope'\]",
+        ),
+        (
+            lambda r: r["on_demand"]["application_features"]["outputs"].pop("payment_to_income"),
+            r"on_demand.application_features.transform returns .*payment_to_income.*, "
+            r"its outputs declare",
+        ),
+        (
+            lambda r: r["label"].update(horizon_days=-1),
+            r"label.horizon_days: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_request_fields_and_on_demand_views_are_checked_at_load(
+    tmp_path: Path, mutate, message
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_spec(_write(tmp_path, mutate))
+
+
+def test_the_spec_knows_request_and_on_demand_features() -> None:
+    spec = get_dataset("credit_risk")
+    service = "credit_risk_default_v1"
+    assert spec.label.horizon_days == 90
+    assert spec.service_tables(service) == ["customer_profile", "transaction_windows"]
+    assert spec.service_on_demand(service) == ["application_features"]
+    assert spec.service_request_fields(service) == [
+        "loan_amount",
+        "term_months",
+        "purpose",
+        "missed_payments_12m",
+    ]

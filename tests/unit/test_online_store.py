@@ -20,6 +20,7 @@ from tasks.feature_store.store import (
     online_features,
     online_reader,
     open_store,
+    stored_features,
 )
 
 pytestmark = pytest.mark.unit
@@ -51,12 +52,10 @@ def test_lookups_equal_feasts_own_sqlite_store(credit_spec, stores, tiny_feature
     ours, theirs = stores
     customers = pd.read_parquet(tiny_features / "customer_profile")["customer_id"].unique()
     rows = [{"customer_id": int(c)} for c in customers[:150]] + [{"customer_id": 10**9}]
-    expected = theirs.get_online_features(
-        features=theirs.get_feature_service(SERVICE), entity_rows=rows
-    ).to_df()
+    expected = theirs.get_online_features(features=_refs(theirs), entity_rows=rows).to_df()
     fast = online_features(ours, credit_spec, SERVICE, rows)  # OnlineReader, no Feast SDK
     through_feast = ours.get_online_features(  # Feast's SDK over our store's online_read
-        features=ours.get_feature_service(SERVICE), entity_rows=rows
+        features=_refs(ours), entity_rows=rows
     ).to_df()
     assert sorted(fast.columns) == sorted(expected.columns)  # Feast's order is a set's
     assert fast.iloc[:-1].notna().any().all() and fast.iloc[-1].drop("customer_id").isna().all()
@@ -105,8 +104,12 @@ def test_large_lookups_span_several_queries(credit_spec, stores, tiny_features, 
 
 
 def online_features_sdk(store: FeatureStore, rows: list[dict]) -> pd.DataFrame:
-    service = store.get_feature_service(SERVICE)
-    return store.get_online_features(features=service, entity_rows=rows).to_df()
+    return store.get_online_features(features=_refs(store), entity_rows=rows).to_df()
+
+
+def _refs(store: FeatureStore) -> list[str]:
+    """The service's stored features (its on-demand ones need request data)."""
+    return [f"{v}:{f}" for v, names in stored_features(store, SERVICE).items() for f in names]
 
 
 def test_tables_of_feasts_layout_are_replaced(credit_spec, stores, tiny_features, tmp_path):

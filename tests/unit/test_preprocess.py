@@ -29,7 +29,6 @@ def test_counts_add_up_and_quarantine_holds_the_rejects(credit_spec, tiny_raw, t
     plan = plan_sources(credit_spec, str(tiny_raw))
     assert plan.copartitioned == {
         "transactions.customer_id": True,
-        "applications.customer_id": True,
     }
     report = build_features(credit_spec, plan, str(tmp_path), NOW)
     tx = report.tables["transactions"]
@@ -39,7 +38,15 @@ def test_counts_add_up_and_quarantine_holds_the_rejects(credit_spec, tiny_raw, t
     quarantine = pd.read_parquet(tmp_path / "quarantine" / "transactions")
     assert quarantine[REASON].value_counts().to_dict() == tx.rejected
     labels = _features(tmp_path, "labels")
-    assert labels.columns.tolist() == ["customer_id", "event_timestamp", "defaulted_90d"]
+    assert labels.columns.tolist() == [  # keys, time, label, the application's request fields
+        "customer_id",
+        "event_timestamp",
+        "defaulted_90d",
+        "loan_amount",
+        "term_months",
+        "purpose",
+        "missed_payments_12m",
+    ]
     assert len(labels) == report.tables["applications"].rows_out
     assert report.features["transaction_windows"]["rows"].iloc[0] == len(
         _features(tmp_path, "transaction_windows")
@@ -62,7 +69,6 @@ def test_input_not_partitioned_by_key_is_shuffled_to_the_same_result(
     plan = plan_sources(credit_spec, str(mixed))
     assert plan.copartitioned == {
         "transactions.customer_id": False,
-        "applications.customer_id": False,
     }
     build_features(credit_spec, plan, str(tmp_path / "a"), NOW)
     aligned = plan_sources(credit_spec, str(tiny_raw))

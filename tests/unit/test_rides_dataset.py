@@ -94,6 +94,7 @@ def test_training_set_joins_two_entities_point_in_time(rides: Path, tmp_path: Pa
         spec,
         "rides_success_v1",
         [{"driver_id": int(row.driver_id), "customer_id": int(row.customer_id)}],
+        as_of=datetime(2026, 6, 29, 12, tzinfo=UTC),  # within the hourly stats' 1-day TTL
     )
     assert online["conv_rate"].notna().all()
 

@@ -6,7 +6,12 @@ import pytest
 
 from deployments.predictor import lightgbm_predictor
 from tasks.training.lightgbm_trainer import LightGBMParams, train_lightgbm
-from tasks.training.training_set import TrainingDataError, check_training_set, time_split
+from tasks.training.training_set import (
+    TrainingDataError,
+    check_training_set,
+    outcome_known,
+    time_split,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +69,38 @@ def test_lightgbm_learns_is_deterministic_and_stops_early() -> None:
     assert "categorical_feature" in a.model_text or "cat_threshold" in a.model_text
     scores = lightgbm_predictor(a.model_text, ["x1", "x2", "cat"])(split.test)
     assert scores.shape == (len(split.test),) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_a_cut_never_splits_a_group_of_equal_timestamps() -> None:
+    frame = _frame(1_000)
+    frame["ts"] = frame["ts"].dt.floor("D")  # 24 rows share each timestamp
+    split = time_split(frame, "ts", 0.15, 0.15)
+    assert split.train["ts"].max() < split.valid["ts"].min()
+    assert split.valid["ts"].max() < split.test["ts"].min()
+    assert len(split.train) + len(split.valid) + len(split.test) == len(frame)
+
+
+def test_the_embargo_keeps_each_splits_outcome_windows_out_of_the_next() -> None:
+    frame = _frame(6_000)  # hourly: 250 days
+    split = time_split(frame, "ts", 0.15, 0.15, embargo_days=30)
+    gap = pd.Timedelta(days=30)
+    assert split.train["ts"].max() + gap < split.valid["ts"].min()
+    assert split.valid["ts"].max() + gap < split.test["ts"].min()
+    assert split.cuts["left_out_embargo"] == len(frame) - sum(
+        len(p) for p in (split.train, split.valid, split.test)
+    )
+    assert split.cuts["left_out_embargo"] >= 2 * 30 * 24 - 2
+    with pytest.raises(TrainingDataError, match=r"the train split is empty .*400-day embargo"):
+        time_split(frame, "ts", 0.15, 0.15, embargo_days=400)
+
+
+def test_rows_whose_outcome_is_not_known_yet_are_left_out_and_counted() -> None:
+    frame = _frame(2_400)  # hourly: 100 days
+    frame.loc[:9, "y"] = np.nan  # labels not recorded
+    known, summary = outcome_known(frame, "ts", "y", horizon_days=30)
+    end = frame["ts"].max()
+    assert summary["left_out_unknown_label"] == 10
+    open_rows = (frame["ts"] + pd.Timedelta(days=30) > end).sum()
+    assert summary["left_out_open_outcome"] == open_rows == 30 * 24
+    assert len(known) == len(frame) - 10 - open_rows
+    assert known["y"].notna().all() and (known["ts"] + pd.Timedelta(days=30) <= end).all()
