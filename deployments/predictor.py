@@ -1,5 +1,6 @@
 """A registry version loaded as a predictor: its model files are data, read by their trainer's
-loader (LightGBM's text model; a torch state_dict read with `weights_only=True`).
+loader (LightGBM's text model; a torch state_dict read with `weights_only=True`), and its
+calibration map (`calibration.json`, deployments/calibration.py) applied to every score.
 
 `load_version` reads a version straight from a local registry folder (the layout of
 tasks/registry/store.py), as a serving process does; the platform reads through its Registry.
@@ -8,7 +9,7 @@ tasks/registry/store.py), as a serving process does; the platform reads through 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from deployments.calibration import CALIBRATION, calibration_map
 
 Predict = Callable[[pd.DataFrame], np.ndarray]  # feature frame -> P(positive class)
 REFERENCE = "reference.parquet"  # a sample of training rows: features and label
@@ -44,6 +47,12 @@ def lightgbm_predictor(model_text: str, features: list[str]) -> Predict:
     return lambda frame: np.asarray(booster.predict(frame[features]), dtype="float64")
 
 
+def calibrated(predict: Predict, spec: Mapping[str, Any]) -> Predict:
+    """`predict` followed by the calibration map `spec` describes."""
+    apply = calibration_map(spec)
+    return lambda frame: apply(predict(frame))
+
+
 def _torch(files: Mapping[str, bytes], features: list[str]) -> Predict:
     from deployments.torch_mlp import torch_predictor  # torch loads only for torch models
 
@@ -57,9 +66,18 @@ BUILDERS: dict[str, Callable[[Mapping[str, bytes], list[str]], Predict]] = {
 
 
 def loaded_model(
-    name: str, version: int, metadata: dict[str, Any], read: Callable[[str], bytes]
+    name: str,
+    version: int,
+    metadata: dict[str, Any],
+    files: Collection[str],
+    read: Callable[[str], bytes],
 ) -> LoadedModel:
-    """Build the predictor of a version whose files `read(file)` returns."""
+    """Build the predictor of a version whose files are `files`, read by `read(file)`.
+
+    A version holding `calibration.json` predicts calibrated probabilities; one without it
+    (registered before calibration existed, or trained with `calibration="none"`) predicts the
+    model's own scores, uncalibrated.
+    """
     where = f"model '{name}' v{version}"
     trainer = metadata.get("trainer")
     if trainer not in BUILDERS:
@@ -73,11 +91,16 @@ def loaded_model(
         predict = BUILDERS[trainer]({f: read(f) for f in names}, features)
     except Exception as exc:
         raise ModelLoadError(f"{where}: cannot load {', '.join(names)}: {exc}") from exc
+    if CALIBRATION in files:
+        try:
+            predict = calibrated(predict, json.loads(read(CALIBRATION)))
+        except Exception as exc:
+            raise ModelLoadError(f"{where}: cannot load {CALIBRATION}: {exc}") from exc
     return LoadedModel(name, version, features, metadata, predict)
 
 
 def load_version(root: str | Path, name: str, ref: int | str) -> LoadedModel:
-    """A version (number or alias) from a local registry folder."""
+    """A version (number or alias) from a local registry folder (calibrated as `loaded_model`)."""
     base = Path(root) / name
     if isinstance(ref, int) or str(ref).isdigit():
         number = int(ref)
@@ -90,4 +113,6 @@ def load_version(root: str | Path, name: str, ref: int | str) -> LoadedModel:
     if not (folder / "metadata.json").is_file():
         raise ModelLoadError(f"model '{name}' has no version {number} under {root}")
     info = json.loads((folder / "metadata.json").read_text())
-    return loaded_model(name, number, info["metadata"], lambda f: (folder / f).read_bytes())
+    return loaded_model(
+        name, number, info["metadata"], info["files"], lambda f: (folder / f).read_bytes()
+    )

@@ -1,4 +1,5 @@
-"""training: Feast point-in-time training set -> time split -> train -> register the candidate."""
+"""training: Feast point-in-time training set -> time split -> train -> calibrate -> register the
+candidate."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
 from tasks.specs.dataset_spec import monotone
 from tasks.specs.datasets import DEFAULT_DATASET, model_name
+from tasks.training.calibration import Calibration
 from tasks.training.lightgbm_trainer import LightGBMParams
 from tasks.training.prefect_tasks import (
+    calibrate_task,
     fit_task,
     load_training_set,
     register_candidate_task,
@@ -37,6 +40,12 @@ class TrainingParams(BaseModel):
         le=3650.0,
         description="Time left out before the valid and test cuts; default and minimum: the "
         "label's horizon.",
+    )
+    calibration: Calibration = Field(
+        default="platt",
+        description="Map the scores to probabilities, fitted on the validation split and stored "
+        "with the version. platt: two parameters, keeps the ranking, enough for a few hundred "
+        "rows; isotonic: a step function, needs thousands; none: the model's own scores.",
     )
     reference_rows: int = Field(default=5_000, ge=100, le=1_000_000)
     data_uri: str | None = Field(default=None, description="data_prep's output; data/<dataset>.")
@@ -70,6 +79,7 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
         split, data.features, data.categorical, spec.label.column, params.seed, monotone(spec)
     )
     fitted = fit_task(params.trainer, inputs, trainer_params)
+    fitted = calibrate_task(fitted, split.valid, spec.label.column, params.calibration)
     registry = load_or_default(ModelRegistry, params.registry_block, ModelRegistry()).registry()
     training_info = {"trainer": params.trainer, "params": trainer_params.model_dump()}
     version = register_candidate_task(

@@ -7,8 +7,13 @@ from tasks.registry.store import Registry
 
 
 def load_model(registry: Registry, name: str, ref: int | str) -> LoadedModel:
-    """Load a version (number or alias); RegistryError if it does not exist."""
+    """Load a version (number or alias), calibrated if it stores a calibration; RegistryError if
+    it does not exist."""
     version = registry.get(name, ref)
     return loaded_model(
-        name, version.version, version.metadata, lambda f: registry.read(name, version.version, f)
+        name,
+        version.version,
+        version.metadata,
+        version.files,
+        lambda f: registry.read(name, version.version, f),
     )

@@ -49,6 +49,19 @@ def data_summary(frame: pd.DataFrame, timestamp: str) -> dict[str, Any]:
     }
 
 
+def calibration_summary(metadata: dict[str, Any]) -> str:
+    """A line on a version's calibration: the method and the test ECE before/after."""
+    info, metrics = metadata.get("calibration") or {"method": "none"}, metadata["metrics"]
+    if info["method"] == "none":
+        return "Calibration: none (the model's own scores)."
+    return (
+        f"Calibration: {info['method']}, fitted on {info['valid_rows']} validation rows; test ECE "
+        f"{metrics['test_uncalibrated_ece']:.4f} uncalibrated -> {metrics['test_ece']:.4f} "
+        f"calibrated (log loss {metrics['test_uncalibrated_logloss']:.4f} -> "
+        f"{metrics['test_logloss']:.4f})."
+    )
+
+
 def register_candidate(
     registry: Registry,
     name: str,
@@ -62,13 +75,17 @@ def register_candidate(
     seed: int,
 ) -> ModelVersion:
     """Score the test split, then register the model files, a reference sample of training rows
-    (features and label) and metadata; `training` holds the trainer's name and parameters."""
+    (features and label) and metadata; `training` holds the trainer's name and parameters.
+
+    test_* are the metrics of the scores a loaded version predicts (calibrated, if `fitted` is),
+    test_uncalibrated_* those of the model's own scores: the test split fitted neither.
+    """
     label = spec.label.column
-    test_scores = fitted.predict(split.test)
-    metrics = {
-        **fitted.metrics,
-        **binary_metrics(split.test[label].to_numpy(), test_scores, "test_"),
-    }
+    labels = split.test[label].to_numpy()
+    metrics = {**fitted.metrics, **binary_metrics(labels, fitted.predict(split.test), "test_")}
+    if fitted.uncalibrated is not None:
+        raw = binary_metrics(labels, fitted.uncalibrated(split.test), "test_uncalibrated_")
+        metrics.update({k: v for k, v in raw.items() if not k.endswith("positive_rate")})
     reference = split.train.sample(min(reference_rows, len(split.train)), random_state=seed)
     buffer = io.BytesIO()
     reference[[*data.features, label]].to_parquet(buffer, index=False)

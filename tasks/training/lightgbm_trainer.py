@@ -11,7 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class LightGBMParams(BaseModel):
-    """LightGBM hyperparameters with defaults that work on the demo data."""
+    """LightGBM hyperparameters with defaults that work on the demo data.
+
+    `class_imbalance` reweights the positive class ("scale_pos_weight": by negatives per
+    positive; "is_unbalance": LightGBM's own); either inflates the predicted probabilities, which
+    the training flow's calibration then has to undo, so the default leaves the classes as they are.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -23,7 +28,7 @@ class LightGBMParams(BaseModel):
     feature_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
     bagging_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
     lambda_l2: float = Field(default=1.0, ge=0.0)
-    class_imbalance: Literal["none", "scale_pos_weight", "is_unbalance"] = "scale_pos_weight"
+    class_imbalance: Literal["none", "scale_pos_weight", "is_unbalance"] = "none"
     num_threads: int = Field(default=2, ge=1, le=256)
 
 
@@ -76,11 +81,15 @@ def train_lightgbm(
     seed: int,
     monotone: dict[str, int] | None = None,
 ) -> TrainedModel:
-    """Fit with early stopping on `valid`; metrics are on `valid` at the best iteration.
+    """Fit with early stopping on `valid` (AUC and log loss; AUC alone when reweighting classes);
+    metrics are on `valid` at the best iteration.
 
     `monotone` maps features to +1 / -1: predictions never fall / rise as they grow.
     """
     cats = [c for c in categorical if c in features]
+    # a reweighted model's log loss on the unweighted validation rows worsens from its first
+    # round (the weights pull its probabilities up), so stopping on it would keep one tree
+    by_auc = params.class_imbalance != "none"
     dtrain = lgb.Dataset(train[features], train[label], categorical_feature=cats)
     dvalid = lgb.Dataset(valid[features], valid[label], reference=dtrain, categorical_feature=cats)
     booster = lgb.train(
@@ -89,7 +98,11 @@ def train_lightgbm(
         num_boost_round=params.num_boost_round,
         valid_sets=[dvalid],
         valid_names=["valid"],
-        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+        callbacks=[
+            lgb.early_stopping(
+                params.early_stopping_rounds, first_metric_only=by_auc, verbose=False
+            )
+        ],
     )
     best = booster.best_iteration or booster.current_iteration()
     scores = booster.best_score["valid"]  # evaluated during training at the best iteration

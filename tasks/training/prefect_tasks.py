@@ -1,15 +1,17 @@
 """The training stage's Prefect tasks: thin wrappers adding names, retries and timeouts.
 
 Loading the training set reads Feast's registry and the offline store, where a transient I/O
-failure is worth another try. Splitting is pure and fitting fails the same way on the same data,
-so neither is retried; fitting has a timeout instead (a hung collective in horovodrun).
-Registering is not retried: a version is claimed once, and a second try would claim another.
+failure is worth another try. Splitting and calibrating are pure and fitting fails the same way
+on the same data, so none is retried; fitting has a timeout instead (a hung collective in
+horovodrun). Registering is not retried: a version is claimed once, and a second try would
+claim another.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -20,7 +22,8 @@ from tasks.feature_store.store import StoreSettings
 from tasks.registry.store import ModelVersion, Registry
 from tasks.retries import retry_transient
 from tasks.specs.dataset_spec import DatasetSpec
-from tasks.training.candidate import register_candidate
+from tasks.training.calibration import Calibration, calibrate
+from tasks.training.candidate import calibration_summary, register_candidate
 from tasks.training.trainers import Fitted, Trainer, TrainingInputs, fit
 from tasks.training.training_set import (
     LabelledSet,
@@ -62,6 +65,11 @@ def fit_task(trainer: Trainer, inputs: TrainingInputs, params: BaseModel) -> Fit
     return fit(trainer, inputs, params)
 
 
+@task(name="calibrate", cache_policy=NO_CACHE, task_run_name="calibrate-{method}")
+def calibrate_task(fitted: Fitted, valid: pd.DataFrame, label: str, method: Calibration) -> Fitted:
+    return calibrate(fitted, valid, label, method)
+
+
 @task(name="register-candidate", cache_policy=NO_CACHE)
 def register_candidate_task(
     registry: Registry,
@@ -81,7 +89,7 @@ def register_candidate_task(
     metrics = version.metadata["metrics"]
     create_markdown_artifact(
         key=artifact_key("candidate", name),
-        markdown=f"# {name} v{version.version}\n\n"
+        markdown=f"# {name} v{version.version}\n\n{calibration_summary(version.metadata)}\n\n"
         + "\n".join(f"- {k}: {v:.4f}" for k, v in metrics.items()),
         description=f"Training candidate {name} v{version.version}",
     )

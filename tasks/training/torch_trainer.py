@@ -40,6 +40,11 @@ class TorchParams(BaseModel):
     embedding_dim: int = Field(default=4, ge=1, le=256)
     hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1, max_length=8)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    class_imbalance: Literal["none", "pos_weight"] = Field(
+        default="none",
+        description="pos_weight: weigh positives by negatives per positive in the loss; this "
+        "inflates the predicted probabilities, which calibration then has to undo.",
+    )
     threads_per_process: int | None = Field(
         default=None, ge=1, le=256, description="Default: the cores divided among the processes."
     )
@@ -110,6 +115,7 @@ def train_torch(
         "dropout": params.dropout,
     }
     positives = float(train[label].sum())
+    weight = (len(train) - positives) / max(positives, 1.0)
     with tempfile.TemporaryDirectory(prefix="mlops-torch-") as tmp:
         workdir = Path(tmp)
         train[[*features, label]].to_parquet(workdir / "train.parquet", index=False)
@@ -124,7 +130,7 @@ def train_torch(
             "epochs": params.epochs,
             "batch_size": params.batch_size,
             "learning_rate": params.learning_rate,
-            "pos_weight": (len(train) - positives) / max(positives, 1.0),
+            "pos_weight": weight if params.class_imbalance == "pos_weight" else None,
             "seed": seed,
             "threads": params.threads_per_process,
         }

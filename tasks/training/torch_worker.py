@@ -63,8 +63,9 @@ def run(config: dict[str, Any]) -> None:
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
     elif backend == "torch_distributed":
         model = DistributedDataParallel(model)
+    weight = config.get("pos_weight")  # None: the classes as they are
     loss_fn = torch.nn.BCEWithLogitsLoss(
-        pos_weight=torch.tensor(config["pos_weight"], device=device)
+        pos_weight=None if weight is None else torch.tensor(weight, device=device)
     )
 
     start, seen = time.perf_counter(), 0

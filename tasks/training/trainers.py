@@ -22,8 +22,9 @@ Trainer = Literal["lightgbm", "torch"]
 class Fitted:
     files: dict[str, bytes]  # what the registry stores for this model
     metrics: dict[str, float]
-    predict: Predict
+    predict: Predict  # as a version loaded from `files` predicts
     details: dict[str, Any] = field(default_factory=dict)
+    uncalibrated: Predict | None = None  # the model's own scores, once `predict` is calibrated
 
 
 @dataclass(frozen=True)

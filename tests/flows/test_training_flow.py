@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,8 +34,12 @@ def test_training_registers_a_reproducible_candidate(prepared: Path) -> None:
     registry = ModelRegistry.load("tmp-registry").registry()
     version = registry.get("credit-test", 1)
     meta = version.metadata
-    assert version.files == ["features.json", "model.txt", "reference.parquet"]
+    assert version.files == ["calibration.json", "features.json", "model.txt", "reference.parquet"]
     assert meta["trainer"] == "lightgbm" and meta["seed"] == 0
+    assert meta["params"]["class_imbalance"] == "none"
+    assert meta["calibration"]["method"] == "platt" and meta["calibration"]["valid_rows"] > 100
+    assert json.loads(registry.read("credit-test", 1, "calibration.json"))["method"] == "platt"
+    assert {"test_ece", "test_uncalibrated_ece"} <= set(meta["metrics"])  # before and after
     assert meta["feature_fingerprint"].startswith("credit_risk_default_v1:")
     assert meta["data"]["train"]["to"] <= meta["data"]["valid"]["from"]
     assert meta["data"]["train"]["rows"] > meta["data"]["test"]["rows"] > 0
@@ -107,7 +112,13 @@ def test_training_registers_a_horovod_trained_torch_model(prepared: Path) -> Non
     assert result.metrics["world_size"] == 2 and result.metrics["test_auc"] > 0.55
     registry = ModelRegistry.load("tmp-registry").registry()
     version = registry.get("credit-torch", result.version)
-    assert version.files == ["features.json", "model.json", "model.pt", "reference.parquet"]
+    assert version.files == [
+        "calibration.json",
+        "features.json",
+        "model.json",
+        "model.pt",
+        "reference.parquet",
+    ]
     assert version.metadata["trainer"] == "torch" and version.metadata["backend"] == "horovod"
 
 

@@ -69,7 +69,17 @@ def test_serving_env_reads_online_features_without_feast(credit_spec, tiny_featu
     assert sum(v is not None for v in expected["annual_income"]) > 10
 
 
-BANNED = ("prefect", "prefect_dask", "feast", "dask", "distributed", "tasks", "flows", "blocks")
+BANNED = (
+    "prefect",
+    "prefect_dask",
+    "feast",
+    "dask",
+    "distributed",
+    "sklearn",
+    "tasks",
+    "flows",
+    "blocks",
+)
 
 
 def test_every_deployments_module_imports_in_the_serving_env() -> None:
@@ -86,20 +96,25 @@ def test_every_deployments_module_imports_in_the_serving_env() -> None:
     )
     assert done.returncode == 0, done.stderr
     names, loaded = json.loads(done.stdout)
-    assert {"deployments.online_reader", "deployments.predictor", "deployments.torch_mlp"} <= set(
-        names
-    )
+    assert {
+        "deployments.calibration",
+        "deployments.online_reader",
+        "deployments.predictor",
+        "deployments.torch_mlp",
+    } <= set(names)
     assert loaded == []
 
 
 def test_the_serving_env_loads_registry_versions_and_scores_as_the_platform(tmp_path) -> None:
-    """A LightGBM and a torch version registered by the platform score the same rows to the
-    same values when the serving interpreter loads them from the registry folder."""
+    """A LightGBM and a torch version registered by the platform, each with a calibration, score
+    the same rows to the same calibrated values when the serving interpreter loads them from
+    the registry folder."""
     import numpy as np
     import pandas as pd
 
     from deployments.predictor import load_version
     from tasks.registry.store import Registry
+    from tasks.training.calibration import calibrate
     from tasks.training.lightgbm_trainer import LightGBMParams
     from tasks.training.torch_trainer import TorchParams
     from tasks.training.trainers import TrainingInputs, fit
@@ -116,15 +131,19 @@ def test_the_serving_env_loads_registry_versions_and_scores_as_the_platform(tmp_
         }
     )
     frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-(frame["x1"] - frame["x2"])))).astype(float)
-    inputs = TrainingInputs(time_split(frame, "ts"), ["x1", "x2", "cat"], ["cat"], "y", 0)
+    split = time_split(frame, "ts")
+    inputs = TrainingInputs(split, ["x1", "x2", "cat"], ["cat"], "y", 0)
     registry = Registry(str(tmp_path / "registry"))
     rows = frame.head(50)
     expected = {}
-    for trainer, params in (
-        ("lightgbm", LightGBMParams(num_boost_round=30)),
-        ("torch", TorchParams(epochs=1)),
+    for trainer, params, method in (
+        ("lightgbm", LightGBMParams(num_boost_round=30), "platt"),
+        ("torch", TorchParams(epochs=1), "isotonic"),
     ):
-        fitted = fit(trainer, inputs, params)  # type: ignore[arg-type]
+        raw = fit(trainer, inputs, params)  # type: ignore[arg-type]
+        fitted = calibrate(raw, split.valid, "y", method)  # type: ignore[arg-type]
+        assert fitted.uncalibrated is not None
+        assert not np.array_equal(fitted.predict(rows), fitted.uncalibrated(rows))
         files = {
             **fitted.files,
             "features.json": json.dumps({"features": ["x1", "x2", "cat"]}).encode(),

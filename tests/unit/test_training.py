@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from deployments.predictor import lightgbm_predictor
-from tasks.training.lightgbm_trainer import LightGBMParams, train_lightgbm
+from tasks.training import torch_trainer
+from tasks.training.lightgbm_trainer import LightGBMParams, lgb_params, train_lightgbm
 from tasks.training.training_set import (
     TrainingDataError,
     check_training_set,
@@ -16,11 +17,11 @@ from tasks.training.training_set import (
 pytestmark = pytest.mark.unit
 
 
-def _frame(n: int = 4_000, seed: int = 0) -> pd.DataFrame:
+def _frame(n: int = 4_000, seed: int = 0, intercept: float = -1.5) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
     cat = rng.integers(0, 4, n)
-    logit = 1.5 * x1 - 1.0 * x2 + (cat == 2) * 1.2 + 0.8 * x1 * x2 - 1.5
+    logit = 1.5 * x1 - 1.0 * x2 + (cat == 2) * 1.2 + 0.8 * x1 * x2 + intercept
     return pd.DataFrame(
         {
             "ts": pd.date_range("2025-01-01", periods=n, freq="h", tz="UTC"),
@@ -104,3 +105,55 @@ def test_rows_whose_outcome_is_not_known_yet_are_left_out_and_counted() -> None:
     assert summary["left_out_open_outcome"] == open_rows == 30 * 24
     assert len(known) == len(frame) - 10 - open_rows
     assert known["y"].notna().all() and (known["ts"] + pd.Timedelta(days=30) <= end).all()
+
+
+def test_lightgbm_does_not_reweight_classes_by_default() -> None:
+    """Reweighting inflates the probabilities that log loss, Brier and ECE judge: opt-in only."""
+    labels = pd.Series([1] + [0] * 9)
+    default = lgb_params(LightGBMParams(), labels, seed=0)
+    assert not {"scale_pos_weight", "is_unbalance"} & set(default)
+    weighted = lgb_params(LightGBMParams(class_imbalance="scale_pos_weight"), labels, seed=0)
+    assert weighted["scale_pos_weight"] == 9.0
+
+
+class _Launched(Exception):
+    pass
+
+
+def test_torch_pos_weight_is_off_by_default(monkeypatch) -> None:
+    """The worker's loss weighs positives only when class_imbalance asks for it."""
+    configs: list[dict] = []
+
+    def launched(config: dict) -> None:
+        configs.append(config)
+        raise _Launched
+
+    monkeypatch.setattr(torch_trainer, "run", launched)
+    split = time_split(_frame(400), "ts")
+
+    def worker_config(**params) -> dict:
+        with pytest.raises(_Launched):
+            torch_trainer.train_torch(
+                split.train,
+                split.valid,
+                ["x1", "x2", "cat"],
+                ["cat"],
+                "y",
+                torch_trainer.TorchParams(**params),
+                seed=0,
+            )
+        return configs[-1]
+
+    assert worker_config()["pos_weight"] is None
+    positives = split.train["y"].sum()
+    assert worker_config(class_imbalance="pos_weight")["pos_weight"] == pytest.approx(
+        (len(split.train) - positives) / positives
+    )
+
+
+def test_reweighted_lightgbm_stops_early_on_auc() -> None:
+    """Its log loss on the unweighted validation rows worsens from the first tree on."""
+    split = time_split(_frame(intercept=-3.5), "ts")  # about 10% positives
+    params = LightGBMParams(class_imbalance="scale_pos_weight", early_stopping_rounds=20)
+    trained = train_lightgbm(split.train, split.valid, ["x1", "x2", "cat"], ["cat"], "y", params, 0)
+    assert trained.best_iteration > 20 and trained.metrics["valid_auc"] > 0.8
