@@ -95,7 +95,7 @@ def validation(params: ValidationParams = ValidationParams()) -> ValidationResul
     test_from = pd.Timestamp(params.test_from, tz="UTC") if params.test_from else None
     test, data = load_test_set(spec, data_uri, params.labels_uri, models, settings, test_from)
 
-    evaluations = [evaluate(m, test, spec, policy.min_segment_rows) for m in models]
+    evaluations = [evaluate(m, test, spec) for m in models]  # scores kept for paired gates
     monotonic, invariance = behaviour(candidate, test, spec, policy.behaviour.rows, params.seed)
     old = evaluations[1] if champion else None
     gates = judge(policy, data, evaluations[0], old, monotonic, invariance)

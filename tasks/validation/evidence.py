@@ -22,13 +22,27 @@ def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _interval(gate: dict[str, Any]) -> str:
+    if gate.get("low") is None:
+        return "-"
+    return f"[{_num(gate['low'])}, {_num(gate['high'])}] {gate['confidence']:.0%} {gate['method']}"
+
+
+def _result(gate: dict[str, Any]) -> str:
+    if not gate.get("gated", True):
+        return "not gated"
+    return "pass" if gate["passed"] else "FAIL"
+
+
 def gate_rows(evidence: dict[str, Any]) -> list[dict[str, Any]]:
-    gates = sorted(evidence["gates"], key=lambda g: g["passed"])  # failures first
+    """Failures first, reported-only rows last; regressions with their interval."""
+    gates = sorted(evidence["gates"], key=lambda g: (g["passed"], not g.get("gated", True)))
     return [
         {
             "gate": g["gate"],
-            "result": "pass" if g["passed"] else "FAIL",
+            "result": _result(g),
             "value": _num(g["value"]),
+            "interval": _interval(g),
             "threshold": _num(g["threshold"]),
             "detail": g["detail"],
         }

@@ -6,13 +6,14 @@ import math
 from datetime import datetime, timedelta
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from deployments.fingerprint import changed_views
 from tasks.config import Strict
 from tasks.validation.behaviour import InvarianceResult, MonotonicResult
+from tasks.validation.intervals import Method, regression_intervals, worse_by
 from tasks.validation.metrics import (
-    HIGHER_IS_BETTER,
     Evaluation,
     HigherMetric,
     LowerMetric,
@@ -46,12 +47,25 @@ class GatePolicy(Strict):
     maximums: dict[LowerMetric, float] = Field(default_factory=dict)
     max_regression: dict[Metric, float] = Field(
         default={"auc": 0.01, "pr_auc": 0.02, "logloss": 0.02},
-        description="Worst allowed move against the champion, per metric.",
+        description="Worst allowed move against the champion, per metric: a regression gate "
+        "fails when its whole confidence interval lies beyond it.",
     )
     max_segment_regression: dict[Metric, float] = Field(
         default={"auc": 0.05}, description="The same, in every segment."
     )
-    min_segment_rows: int = Field(default=200, ge=10, description="Smaller segments: no gate.")
+    confidence: float = Field(
+        default=0.95, ge=0.5, lt=1.0, description="Of the paired regression intervals."
+    )
+    bootstrap_resamples: int = Field(
+        default=500, ge=100, le=20_000, description="For PR-AUC and ECE regressions."
+    )
+    bootstrap_seed: int = Field(default=0, ge=0)
+    min_segment_rows: int = Field(
+        default=200, ge=10, description="Smaller segments: reported, not gated."
+    )
+    min_segment_class_rows: int = Field(
+        default=20, ge=1, description="Fewer positives or negatives: reported, not gated."
+    )
     data: DataChecks = Field(default_factory=DataChecks)
     behaviour: BehaviourGates = Field(default_factory=BehaviourGates)
     require_approval: bool = False
@@ -62,9 +76,14 @@ class GateResult(BaseModel):
     gate: str  # e.g. "minimum:auc", "segment:auc[<segment>=<value>]", "data:min_test_rows"
     kind: GateKind
     passed: bool
-    value: float | None = None
+    value: float | None = None  # regressions: worse by (positive: the candidate is worse)
     threshold: float | None = None
     detail: str = ""
+    low: float | None = None  # regressions: the interval of `value`
+    high: float | None = None
+    confidence: float | None = None
+    method: Method | None = None
+    gated: bool = True  # False: reported only (a segment too small for a useful interval)
 
 
 class DataEvidence(BaseModel):
@@ -88,15 +107,16 @@ def _fmt(value: float) -> str:
 
 
 def metric_gates(
-    candidate: dict[str, float], champion: dict[str, float] | None, policy: GatePolicy
+    candidate: Evaluation, champion: Evaluation | None, policy: GatePolicy
 ) -> list[GateResult]:
+    """Absolute bounds on the candidate's metrics; regressions against the champion's."""
     bounds: list[tuple[GateKind, str, float]] = [
         *(("minimum", m, limit) for m, limit in policy.minimums.items()),
         *(("maximum", m, limit) for m, limit in policy.maximums.items()),
     ]
     out = []
     for kind, metric, limit in bounds:
-        v = candidate[metric]
+        v = candidate.metrics[metric]
         within = v >= limit if kind == "minimum" else v <= limit
         out.append(
             GateResult(
@@ -110,52 +130,115 @@ def metric_gates(
             )
         )
     if champion is not None:
-        out += _regressions("regression", "", candidate, champion, policy.max_regression)
+        _same_rows(candidate, champion)
+        out += _regressions(
+            "regression",
+            "",
+            (candidate.labels, candidate.scores, champion.scores),
+            (candidate.metrics, champion.metrics),
+            policy.max_regression,
+            policy,
+        )
     return out
+
+
+def _same_rows(candidate: Evaluation, champion: Evaluation) -> None:
+    if not np.array_equal(candidate.labels, champion.labels):
+        raise ValueError(
+            f"v{candidate.version} and v{champion.version} were not evaluated on the same rows"
+        )
 
 
 def _regressions(
     kind: GateKind,
     where: str,
-    candidate: dict[str, float],
-    champion: dict[str, float],
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    values: tuple[dict[str, float], dict[str, float]],
     allowed: dict[Metric, float],
+    policy: GatePolicy,
 ) -> list[GateResult]:
+    """A gate per metric on the paired interval of worse-by (labels, candidate and champion
+    scores on the same `rows`): it fails only when the whole interval exceeds the limit."""
+    new, old = values
+    wanted = [m for m in allowed if not math.isnan(old[m])]
+    intervals = regression_intervals(
+        *rows, wanted, policy.confidence, policy.bootstrap_resamples, policy.bootstrap_seed
+    )
     out = []
-    for metric, limit in allowed.items():
-        new, old = candidate[metric], champion[metric]
-        if math.isnan(old):
-            continue
-        worse = (old - new) if HIGHER_IS_BETTER[metric] else (new - old)
+    for metric in wanted:
+        limit, iv = allowed[metric], intervals[metric]
         out.append(
             GateResult(
                 gate=f"{kind}:{metric}{f'[{where}]' if where else ''}",
                 kind=kind,
-                passed=not math.isnan(new) and worse <= limit,
+                passed=not math.isnan(iv.low) and iv.low <= limit,
+                value=iv.worse,
+                threshold=limit,
+                low=iv.low,
+                high=iv.high,
+                confidence=policy.confidence,
+                method=iv.method,
+                detail=f"{metric} {_fmt(new[metric])} vs champion {_fmt(old[metric])}"
+                + (f" in {where}" if where else "")
+                + f": worse by {_fmt(iv.worse)} [{policy.confidence:.0%} CI {_fmt(iv.low)}, "
+                f"{_fmt(iv.high)}], at most {_fmt(limit)} allowed",
+            )
+        )
+    return out
+
+
+def _reported(
+    seg: SegmentMetrics, old: dict[str, float], allowed: dict[Metric, float], policy: GatePolicy
+) -> list[GateResult]:
+    """A segment too small for a useful interval: its point regressions, not gated."""
+    negatives = seg.rows - seg.positives
+    why = (
+        f"{seg.rows} rows, {seg.positives} positive, {negatives} negative (gated from "
+        f"{policy.min_segment_rows} rows and {policy.min_segment_class_rows} of each class)"
+    )
+    out = []
+    for metric, limit in allowed.items():
+        new_value, old_value = seg.metrics[metric], old[metric]
+        if math.isnan(old_value):
+            continue
+        worse = float(worse_by(metric, new_value, old_value))
+        out.append(
+            GateResult(
+                gate=f"segment:{metric}[{seg.segment}]",
+                kind="segment",
+                passed=True,
+                gated=False,
                 value=worse,
                 threshold=limit,
-                detail=f"{metric} {_fmt(new)} vs champion {_fmt(old)}"
-                + (f" in {where}" if where else "")
-                + f": worse by {_fmt(worse)}, at most {_fmt(limit)} allowed",
+                detail=f"{metric} {_fmt(new_value)} vs champion {_fmt(old_value)} in "
+                f"{seg.segment}: worse by {_fmt(worse)}; not gated: {why}",
             )
         )
     return out
 
 
 def segment_gates(
-    candidate: list[SegmentMetrics], champion: list[SegmentMetrics] | None, policy: GatePolicy
+    candidate: Evaluation, champion: Evaluation | None, policy: GatePolicy
 ) -> list[GateResult]:
+    """The regression gates in every segment large enough, with both classes well represented,
+    for a useful interval; the smaller ones reported with their point values."""
     if champion is None:
         return []
-    old = {s.segment: s.metrics for s in champion}
+    _same_rows(candidate, champion)
+    old = {s.segment: s.metrics for s in champion.segments}
+    allowed = policy.max_segment_regression
     out = []
-    for seg in candidate:
+    for seg in candidate.segments:
         previous = old.get(seg.segment)
-        if seg.metrics is None or previous is None:
+        if previous is None:
             continue
-        out += _regressions(
-            "segment", seg.segment, seg.metrics, previous, policy.max_segment_regression
-        )
+        fewest = min(seg.positives, seg.rows - seg.positives)
+        if seg.rows < policy.min_segment_rows or fewest < policy.min_segment_class_rows:
+            out += _reported(seg, previous, allowed, policy)
+            continue
+        mask = candidate.masks[seg.segment]
+        rows = (candidate.labels[mask], candidate.scores[mask], champion.scores[mask])
+        out += _regressions("segment", seg.segment, rows, (seg.metrics, previous), allowed, policy)
     return out
 
 
@@ -253,7 +336,7 @@ def judge(
     """Every gate of the policy on the evidence; against the champion where there is one."""
     return [
         *data_gates(data, policy.data),
-        *metric_gates(candidate.metrics, champion.metrics if champion else None, policy),
-        *segment_gates(candidate.segments, champion.segments if champion else None, policy),
+        *metric_gates(candidate, champion, policy),
+        *segment_gates(candidate, champion, policy),
         *behaviour_gates(monotonic, invariance, policy.behaviour),
     ]

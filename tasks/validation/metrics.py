@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from deployments.predictor import LoadedModel
@@ -24,6 +24,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "ece": False,
 }
 CALIBRATION_BINS = 10
+SCORE_EPS = 1e-7  # scores are clipped to [eps, 1 - eps] so that log loss stays finite
 
 
 class CalibrationBin(BaseModel):
@@ -34,10 +35,16 @@ class CalibrationBin(BaseModel):
     positive_rate: float
 
 
+def calibration_bins(scores: np.ndarray) -> np.ndarray:
+    """Each score's equal-width calibration bin."""
+    edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
+    return np.clip(np.digitize(scores, edges[1:-1]), 0, CALIBRATION_BINS - 1)
+
+
 def calibration(labels: np.ndarray, scores: np.ndarray) -> list[CalibrationBin]:
     """Reliability table over equal-width score bins (empty bins left out)."""
     edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
-    index = np.clip(np.digitize(scores, edges[1:-1]), 0, CALIBRATION_BINS - 1)
+    index = calibration_bins(scores)
     out = []
     for b in range(CALIBRATION_BINS):
         mask = index == b
@@ -57,7 +64,7 @@ def calibration(labels: np.ndarray, scores: np.ndarray) -> list[CalibrationBin]:
 def metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """AUC, PR-AUC, log loss, Brier and expected calibration error (AUCs NaN with one class)."""
     labels = np.asarray(labels, dtype="float64")
-    scores = np.clip(np.asarray(scores, dtype="float64"), 1e-7, 1 - 1e-7)
+    scores = np.clip(np.asarray(scores, dtype="float64"), SCORE_EPS, 1 - SCORE_EPS)
     both = 0 < labels.sum() < len(labels)
     table = calibration(labels, scores)
     ece = sum(b.rows * abs(b.mean_score - b.positive_rate) for b in table) / len(labels)
@@ -102,47 +109,61 @@ class SegmentMetrics(BaseModel):
     segment: str
     rows: int
     positives: int
-    metrics: dict[str, float] | None  # None: too few rows or one class
+    metrics: dict[str, float]  # AUC and PR-AUC NaN with one class
 
 
 def segment_metrics(
-    masks: dict[str, np.ndarray], labels: np.ndarray, scores: np.ndarray, min_rows: int
+    masks: dict[str, np.ndarray], labels: np.ndarray, scores: np.ndarray
 ) -> list[SegmentMetrics]:
-    out = []
-    for segment, mask in masks.items():
-        y = labels[mask]
-        positives = int(y.sum())
-        scorable = len(y) >= min_rows and 0 < positives < len(y)
-        out.append(
-            SegmentMetrics(
-                segment=segment,
-                rows=len(y),
-                positives=positives,
-                metrics=metrics(y, scores[mask]) if scorable else None,
-            )
+    """Point metrics in every segment, however small (the gates decide which they judge)."""
+    return [
+        SegmentMetrics(
+            segment=segment,
+            rows=int(mask.sum()),
+            positives=int(labels[mask].sum()),
+            metrics=metrics(labels[mask], scores[mask]),
         )
-    return out
+        for segment, mask in masks.items()
+    ]
 
 
 class Evaluation(BaseModel):
+    """A model's metrics on the test set. The labels, its scores and the segment masks stay in
+    memory for the paired gates, and out of the evidence (`model_dump` leaves them out)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     version: int
     metrics: dict[str, float]
     segments: list[SegmentMetrics]
+    labels: np.ndarray = Field(exclude=True, repr=False)
+    scores: np.ndarray = Field(exclude=True, repr=False)
+    masks: dict[str, np.ndarray] = Field(exclude=True, repr=False)
 
 
-def evaluate_model(
-    model: LoadedModel, test: pd.DataFrame, spec: DatasetSpec, min_segment_rows: int
+def evaluate_scores(
+    version: int, labels: np.ndarray, scores: np.ndarray, masks: dict[str, np.ndarray]
 ) -> Evaluation:
+    """Metrics of one model's scores, overall and per segment mask."""
+    labels = np.asarray(labels, dtype="float64")
+    scores = np.asarray(scores, dtype="float64")
+    return Evaluation(
+        version=version,
+        metrics=metrics(labels, scores),
+        segments=segment_metrics(masks, labels, scores),
+        labels=labels,
+        scores=scores,
+        masks=masks,
+    )
+
+
+def evaluate_model(model: LoadedModel, test: pd.DataFrame, spec: DatasetSpec) -> Evaluation:
     """A model's metrics on the test set, overall and in every segment the spec declares."""
-    labels = test[spec.label.column].to_numpy()
-    scores = model.predict(test)
     masks = {
         k: m
         for name, seg in spec.validation.segments.items()
         for k, m in segment_masks(test, name, seg).items()
     }
-    return Evaluation(
-        version=model.version,
-        metrics=metrics(labels, scores),
-        segments=segment_metrics(masks, labels, scores, min_segment_rows),
+    return evaluate_scores(
+        model.version, test[spec.label.column].to_numpy(), model.predict(test), masks
     )

@@ -75,10 +75,8 @@ def load_test_set(
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-v{model.version}")
-def evaluate(
-    model: LoadedModel, test: pd.DataFrame, spec: DatasetSpec, min_segment_rows: int
-) -> Evaluation:
-    return evaluate_model(model, test, spec, min_segment_rows)
+def evaluate(model: LoadedModel, test: pd.DataFrame, spec: DatasetSpec) -> Evaluation:
+    return evaluate_model(model, test, spec)
 
 
 @task(name="behaviour-checks", cache_policy=NO_CACHE)

@@ -18,7 +18,7 @@ from tasks.validation.gates import (
     metric_gates,
     segment_gates,
 )
-from tasks.validation.metrics import metrics, segment_masks, segment_metrics
+from tasks.validation.metrics import evaluate_scores, metrics, segment_masks, segment_metrics
 
 pytestmark = pytest.mark.unit
 
@@ -51,8 +51,9 @@ def test_segments_by_code_and_by_band_with_missing_values() -> None:
         "income=missing": [False, False, True, False],
     }
     labels = np.array([0.0, 1.0, 0.0, 1.0])
-    result = segment_metrics(bands, labels, np.array([0.2, 0.7, 0.5, 0.9]), min_rows=2)
-    assert all(s.metrics is None for s in result)  # one row each: too small to score
+    result = segment_metrics(bands, labels, np.array([0.2, 0.7, 0.5, 0.9]))
+    assert [s.rows for s in result] == [1, 1, 1, 1]  # reported however small; the gates decide
+    assert all(np.isnan(s.metrics["auc"]) and s.metrics["brier"] >= 0 for s in result)
 
 
 def test_behaviour_checks_catch_a_wrong_direction_and_a_spurious_feature() -> None:
@@ -82,32 +83,40 @@ def test_behaviour_checks_catch_a_wrong_direction_and_a_spurious_feature() -> No
     ]
 
 
+def _pair(n: int, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, a candidate (the champion's logit plus noise) and the champion's true risk."""
+    rng = np.random.default_rng(seed)
+    logit = rng.normal(-1.5, 1.5, n)
+    risk = 1 / (1 + np.exp(-logit))
+    labels = (rng.random(n) < risk).astype("float64")
+    return labels, 1 / (1 + np.exp(-(logit + noise * rng.normal(size=n)))), risk
+
+
 def test_gates_respect_each_metrics_direction() -> None:
-    champion = {"auc": 0.80, "pr_auc": 0.40, "logloss": 0.30, "brier": 0.1, "ece": 0.02}
-    same = metric_gates(champion, champion, GatePolicy())
+    labels, noisy, risk = _pair(3_000, noise=1.5)
+    better, worse = evaluate_scores(2, labels, risk, {}), evaluate_scores(1, labels, noisy, {})
+    policy = GatePolicy(max_regression={"auc": 0.01, "pr_auc": 0.02, "logloss": 0.02, "ece": 0.0})
+    same = metric_gates(better, better, policy)
     assert failed(same) == [] and {g.gate for g in same} >= {"minimum:auc", "regression:logloss"}
-    worse = {**champion, "auc": 0.785, "logloss": 0.33}
-    assert [g.gate for g in failed(metric_gates(worse, champion, GatePolicy()))] == [
+    assert failed(metric_gates(better, worse, policy)) == []  # improvements never fail
+    assert {g.gate for g in failed(metric_gates(worse, better, policy))} >= {
         "regression:auc",
         "regression:logloss",
-    ]
-    better_logloss = {**champion, "logloss": 0.2}
-    assert failed(metric_gates(better_logloss, champion, GatePolicy())) == []
-    nan_auc = {**champion, "auc": float("nan")}
-    assert "minimum:auc" in {g.gate for g in failed(metric_gates(nan_auc, None, GatePolicy()))}
-    capped = GatePolicy(maximums={"ece": 0.01})
-    assert [g.gate for g in failed(metric_gates(champion, None, capped))] == ["maximum:ece"]
+    }
+    one_class = evaluate_scores(3, np.zeros(50), risk[:50], {})
+    assert "minimum:auc" in {g.gate for g in failed(metric_gates(one_class, None, policy))}
+    capped = GatePolicy(maximums={"ece": 0.001})
+    assert [g.gate for g in failed(metric_gates(worse, None, capped))] == ["maximum:ece"]
 
 
 def test_segment_and_data_gates() -> None:
-    from tasks.validation.metrics import SegmentMetrics
-
-    m = {"auc": 0.8, "pr_auc": 0.4, "logloss": 0.3, "brier": 0.1, "ece": 0.02}
-    old = [SegmentMetrics(segment="r=a", rows=500, positives=50, metrics=m)]
-    new = [SegmentMetrics(segment="r=a", rows=500, positives=50, metrics={**m, "auc": 0.7})]
-    small = [SegmentMetrics(segment="r=a", rows=5, positives=1, metrics=None)]
-    assert [g.gate for g in failed(segment_gates(new, old, GatePolicy()))] == ["segment:auc[r=a]"]
-    assert segment_gates(small, old, GatePolicy()) == []
+    labels, noisy, risk = _pair(3_000, noise=3.0)
+    masks = {"r=a": np.arange(3_000) < 2_000, "r=b": np.arange(3_000) >= 2_000}
+    new, old = evaluate_scores(2, labels, noisy, masks), evaluate_scores(1, labels, risk, masks)
+    assert [g.gate for g in failed(segment_gates(new, old, GatePolicy()))] == [
+        "segment:auc[r=a]",
+        "segment:auc[r=b]",
+    ]
     assert segment_gates(new, None, GatePolicy()) == []
 
     evidence = DataEvidence(
