@@ -1,0 +1,1 @@
+"""Raw data: generation, ingest, row and table checks, Dask preprocessing, atomic publishing."""

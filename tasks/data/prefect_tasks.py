@@ -1,0 +1,93 @@
+"""The data stage's Prefect tasks: thin wrappers adding names, retries, timeouts and artifacts.
+
+Retries only where a second try can succeed, and only on transient I/O errors: planning and
+building read the raw source (a remote store may fail for a moment; building writes into its own
+staging folder, so a second try overwrites the first). Bad input fails the same way every time.
+Generation and publishing have none: a generator run is long and local, and a publish that
+failed half-way must roll back, not repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pandas as pd
+from distributed import get_worker
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect_dask import get_dask_client
+
+from tasks.artifacts import artifact_key
+from tasks.data.generate import generate_data
+from tasks.data.preprocess import PrepReport, SourcePlan, build_features, plan_sources
+from tasks.data.publish import publish
+from tasks.data.report import prep_markdown, prep_rows
+from tasks.retries import retry_transient
+from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
+
+HOUR = 3_600
+
+
+@contextmanager
+def _on_cluster() -> Iterator[None]:
+    """Inside a Dask worker, send Dask collections to the whole cluster, not this one worker."""
+    try:
+        get_worker()
+    except ValueError:
+        yield
+        return
+    with get_dask_client():
+        yield
+
+
+@task(name="generate-data", timeout_seconds=6 * HOUR)
+def generate_data_task(spec: DatasetSpec, out_uri: str, options: GenerateOptions) -> dict[str, int]:
+    return generate_data(spec, out_uri, options)
+
+
+@task(
+    name="plan-sources",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_transient,
+    timeout_seconds=HOUR,
+)
+def plan_sources_task(spec: DatasetSpec, source_uri: str) -> SourcePlan:
+    with _on_cluster():
+        return plan_sources(spec, source_uri)
+
+
+@task(
+    name="build-features",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=30,
+    retry_condition_fn=retry_transient,
+    timeout_seconds=6 * HOUR,
+)
+def build_features_task(
+    spec: DatasetSpec, plan: SourcePlan, staging_uri: str, now: pd.Timestamp
+) -> PrepReport:
+    with _on_cluster():
+        return build_features(spec, plan, staging_uri, now)
+
+
+@task(name="publish-features", cache_policy=NO_CACHE)
+def publish_task(staging: str, output_uri: str, folders: dict[str, str]) -> None:
+    publish(staging, output_uri, folders)
+
+
+@task(name="report-data-prep")
+def report_data_prep(dataset: str, report: PrepReport, output_uri: str) -> None:
+    key = artifact_key("data-prep", dataset)
+    create_table_artifact(
+        table=prep_rows(report), key=key, description=f"Rows per table: {dataset}"
+    )
+    create_markdown_artifact(
+        markdown=prep_markdown(dataset, report, output_uri),
+        key=f"{key}-features",
+        description=f"Per-feature summary: {dataset}",
+    )
