@@ -72,14 +72,15 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
             update={"source": spec.source.model_copy(update={"format": source.format})}
         )
     source_uri = params.source_uri or source.uri
+    access = source.access()  # storage options and secret, for every read of the source
     output_uri = params.output_uri or f"data/{spec.name}"
     started = datetime.now(UTC)
     now = pd.Timestamp(started)
 
-    plan = plan_sources_task.submit(spec, source_uri).result()
+    plan = plan_sources_task.submit(spec, source_uri, access).result()
     staging = staging_uri(output_uri)
     try:
-        report = build_features_task.submit(spec, plan, staging, now).result()
+        report = build_features_task.submit(spec, plan, staging, now, access).result()
         run_label = started.strftime("%Y%m%dT%H%M%SZ")
         folders = {"features": "features", "quarantine": f"quarantine/{run_label}"}
         publish_task(staging, output_uri, folders)
