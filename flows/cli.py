@@ -56,12 +56,15 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     if args.action == "init":
         from pathlib import Path
 
+        from blocks import DataSource, load_or_default
         from tasks.specs.inference import write_starter_spec
 
         if not args.name or not args.sample:
-            raise SystemExit("usage: mlops datasets init NAME --from FILE")
+            raise SystemExit("usage: mlops datasets init NAME --from FILE [--data-source BLOCK]")
+        source = load_or_default(DataSource, args.data_source, DataSource(uri=args.sample))
+        access = source.access()
         out = Path(args.out) if args.out else DATASETS_ROOT / args.name / "dataset.yaml"
-        print(f"wrote {write_starter_spec(args.name, Path(args.sample), out)}")
+        print(f"wrote {write_starter_spec(args.name, args.sample, out, access)}")
         return
 
     for spec in list_datasets():
@@ -240,7 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="list dataset specs, or `init` a starter spec")
     datasets.add_argument("action", nargs="?", choices=["list", "init"], default="list")
     datasets.add_argument("name", nargs="?", help="with init: the new dataset's name")
-    datasets.add_argument("--from", dest="sample", help="with init: a sample Parquet/CSV file")
+    datasets.add_argument(
+        "--from", dest="sample", help="with init: a sample Parquet/CSV file (path or fsspec URI)"
+    )
+    datasets.add_argument(
+        "--data-source",
+        dest="data_source",
+        help="with init: a saved DataSource block whose storage options and secret open --from",
+    )
     datasets.add_argument("--out", help="with init: where to write (default features/NAME/)")
     datasets.set_defaults(func=cmd_datasets)
 

@@ -71,15 +71,16 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
             update={"source": spec.source.model_copy(update={"format": source.format})}
         )
     source_uri = params.source_uri or source.uri
+    access = source.access()  # storage options and secret, for every read of the source
     output_uri = params.output_uri or f"data/{spec.name}"
     started = datetime.now(UTC)
     now = pd.Timestamp(started)
 
-    plan = plan_sources_task.submit(spec, source_uri).result()
+    plan = plan_sources_task.submit(spec, source_uri, access).result()
     snapshot = new_snapshot_id(started)
     staging = staging_uri(output_uri, snapshot)
     try:
-        report = build_features_task.submit(spec, plan, staging, now).result()
+        report = build_features_task.submit(spec, plan, staging, now, access).result()
     except BaseException:
         discard(staging)
         raise

@@ -36,3 +36,38 @@ def tiny_features(tiny_raw: Path, credit_spec: DatasetSpec, tmp_path_factory) ->
     with dask.config.set(scheduler="sync"):
         build_features(credit_spec, plan_sources(credit_spec, str(tiny_raw)), str(out), NOW)
     return out / "features"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3 + IAM server on 127.0.0.1, checking credentials; stopped by pid at the end."""
+    from tests.s3_server import start_s3_server, stop_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("moto") / "moto_server.log")
+    try:
+        yield server
+    finally:
+        stop_s3_server(server)
+
+
+@pytest.fixture(scope="session")
+def s3_raw(s3_server, tiny_raw: Path) -> str:
+    """`tiny_raw` uploaded to the moto server: its s3:// root."""
+    from tests.s3_server import BUCKET, upload
+
+    uri = f"s3://{BUCKET}/credit_risk/raw"
+    upload(s3_server, tiny_raw, uri)
+    return uri
+
+
+@pytest.fixture
+def no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS credentials from the environment, files or instance metadata: only what a
+    DataSource passes reaches the store."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))

@@ -21,6 +21,7 @@ from prefect_dask import get_dask_client
 
 from tasks.artifacts import artifact_key
 from tasks.data.generate import generate_data
+from tasks.data.ingest import SourceAccess
 from tasks.data.preprocess import PrepReport, SourcePlan, build_features, plan_sources
 from tasks.data.report import prep_markdown, prep_rows
 from tasks.retries import retry_transient
@@ -54,9 +55,9 @@ def generate_data_task(spec: DatasetSpec, out_uri: str, options: GenerateOptions
     retry_condition_fn=retry_transient,
     timeout_seconds=HOUR,
 )
-def plan_sources_task(spec: DatasetSpec, source_uri: str) -> SourcePlan:
+def plan_sources_task(spec: DatasetSpec, source_uri: str, access: SourceAccess) -> SourcePlan:
     with _on_cluster():
-        return plan_sources(spec, source_uri)
+        return plan_sources(spec, source_uri, access)
 
 
 @task(
@@ -68,10 +69,14 @@ def plan_sources_task(spec: DatasetSpec, source_uri: str) -> SourcePlan:
     timeout_seconds=6 * HOUR,
 )
 def build_features_task(
-    spec: DatasetSpec, plan: SourcePlan, staging_uri: str, now: pd.Timestamp
+    spec: DatasetSpec,
+    plan: SourcePlan,
+    staging_uri: str,
+    now: pd.Timestamp,
+    access: SourceAccess,
 ) -> PrepReport:
     with _on_cluster():
-        return build_features(spec, plan, staging_uri, now)
+        return build_features(spec, plan, staging_uri, now, access)
 
 
 @task(name="report-data-prep")

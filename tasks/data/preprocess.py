@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from dask.delayed import Delayed, delayed
 
-from tasks.data.ingest import join_uri, list_files, read_file
+from tasks.data.ingest import DEFAULT_ACCESS, SourceAccess, join_uri, list_files, read_file
 from tasks.data.publish import LABELS
 from tasks.data.raw_checks import (
     DataValidationError,
@@ -73,10 +73,18 @@ class SourcePlan:
     copartitioned: dict[str, bool]
 
 
-def plan_sources(spec: DatasetSpec, source_uri: str) -> SourcePlan:
-    """List each table's files and scan only their key columns for duplicates and partitioning."""
+def plan_sources(
+    spec: DatasetSpec, source_uri: str, access: SourceAccess = DEFAULT_ACCESS
+) -> SourcePlan:
+    """List each table's files and scan only their key columns for duplicates and partitioning.
+
+    `access` (fsspec options and secret) reaches every listing and read, in the Dask tasks too.
+    """
     fmt = spec.source.format
-    files = {name: list_files(join_uri(source_uri, t.path), fmt) for name, t in spec.tables.items()}
+    files = {
+        name: list_files(join_uri(source_uri, t.path), fmt, access)
+        for name, t in spec.tables.items()
+    }
     partition_cols = {
         (t, ft.partition_by)
         for ft in spec.feature_tables.values()
@@ -86,7 +94,9 @@ def plan_sources(spec: DatasetSpec, source_uri: str) -> SourcePlan:
     scans: dict[str, list[Delayed]] = {}
     for name, table in spec.tables.items():
         ranged = sorted({col for t, col in partition_cols if t == name} | set(table.primary_key))
-        scans[name] = [delayed(_scan_keys)(f, fmt, table.primary_key, ranged) for f in files[name]]
+        scans[name] = [
+            delayed(_scan_keys)(f, fmt, table.primary_key, ranged, access) for f in files[name]
+        ]
     (computed,) = dask.compute(scans)
     duplicates: dict[str, pd.DataFrame] = {}
     for name, table in spec.tables.items():
@@ -94,7 +104,7 @@ def plan_sources(spec: DatasetSpec, source_uri: str) -> SourcePlan:
         if _disjoint([s["ranges"] for s in per_file], table.primary_key):
             dups = pd.concat([s["duplicates"] for s in per_file], ignore_index=True)
         else:
-            dups = _global_duplicates(files[name], fmt, table.primary_key)
+            dups = _global_duplicates(files[name], fmt, table.primary_key, access)
         duplicates[name] = dups
     key_ranges = {
         f"{t}.{col}": [s["ranges"][col] for s in computed[t]] for t, col in partition_cols
@@ -109,8 +119,11 @@ def plan_sources(spec: DatasetSpec, source_uri: str) -> SourcePlan:
     return SourcePlan(files, duplicates, key_ranges, copartitioned)
 
 
-def _scan_keys(uri: str, fmt: str, key: list[str], ranged: list[str]) -> dict[str, Any]:
-    frame = read_file(uri, fmt, columns=sorted(set(key) | set(ranged)))  # type: ignore[arg-type]
+def _scan_keys(
+    uri: str, fmt: str, key: list[str], ranged: list[str], access: SourceAccess
+) -> dict[str, Any]:
+    columns = sorted(set(key) | set(ranged))
+    frame = read_file(uri, fmt, columns, access)  # type: ignore[arg-type]
     missing = [c for c in ranged if c not in frame.columns]
     if missing:
         raise DataValidationError(f"{uri}: column '{missing[0]}': rule required_column: missing")
@@ -134,22 +147,33 @@ def _disjoint(ranges: list[dict[str, Any]], cols: Sequence[str]) -> bool:
     return all(prev[1] < nxt[0] for prev, nxt in itertools.pairwise(spans))
 
 
-def _global_duplicates(files: list[str], fmt: str, key: list[str]) -> pd.DataFrame:
-    keys = dd.from_map(read_file, files, fmt=fmt, columns=key)
+def _global_duplicates(
+    files: list[str], fmt: str, key: list[str], access: SourceAccess
+) -> pd.DataFrame:
+    keys = dd.from_map(read_file, files, fmt=fmt, columns=key, access=access)
     sizes = keys.groupby(key).size().compute()
     return sizes[sizes > 1].reset_index()[key]
 
 
 def build_features(
-    spec: DatasetSpec, plan: SourcePlan, staging_uri: str, now: pd.Timestamp
+    spec: DatasetSpec,
+    plan: SourcePlan,
+    staging_uri: str,
+    now: pd.Timestamp,
+    access: SourceAccess = DEFAULT_ACCESS,
 ) -> PrepReport:
-    """Validate, transform and write every table under `staging_uri` in one Dask computation."""
+    """Validate, transform and write every table under `staging_uri` in one Dask computation.
+
+    `access` opens the raw files (the plan's); the staging output uses its own URI's defaults.
+    """
     clean: dict[str, dd.DataFrame] = {}
     results: dict[str, list[Delayed]] = {}
     writes: list[Delayed] = []
     for name, table in spec.tables.items():
         parts = [
-            delayed(_validate_file)(f, spec.source.format, table, now, plan.duplicate_keys[name])
+            delayed(_validate_file)(
+                f, spec.source.format, table, now, plan.duplicate_keys[name], access
+            )
             for f in plan.files[name]
         ]
         results[name] = [delayed(_summary)(p) for p in parts]
@@ -191,9 +215,14 @@ def build_features(
 
 
 def _validate_file(
-    uri: str, fmt: str, table: TableSpec, now: pd.Timestamp, duplicates: pd.DataFrame
+    uri: str,
+    fmt: str,
+    table: TableSpec,
+    now: pd.Timestamp,
+    duplicates: pd.DataFrame,
+    access: SourceAccess,
 ) -> PartitionResult:
-    frame = read_file(uri, fmt)  # type: ignore[arg-type]
+    frame = read_file(uri, fmt, access=access)  # type: ignore[arg-type]
     return validate_partition(frame, table, build_schema(table, now), uri, duplicates)
 
 

@@ -8,6 +8,7 @@ guesses marked for the user to edit.
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 import yaml
 
-from tasks.data.ingest import read_file
+from tasks.data.ingest import DEFAULT_ACCESS, Format, SourceAccess, read_file
 
 MAX_CATEGORIES = 20
 RANGE_CHECKS = {"greater_than_or_equal_to": "min_value", "less_than_or_equal_to": "max_value"}
@@ -85,12 +86,13 @@ def infer_table(frame: pd.DataFrame, path: str) -> dict[str, Any]:
     }
 
 
-def starter_spec(name: str, sample: Path) -> dict[str, Any]:
-    """A whole spec around one sample table; the parts that need a person say EDIT."""
-    fmt = "csv" if sample.suffix == ".csv" else "parquet"
-    table_dir = sample.parent  # <source root>/<table>/<file>
-    table = table_dir.name
-    entry = infer_table(read_file(str(sample), fmt), table)  # type: ignore[arg-type]
+def starter_spec(name: str, sample: str, access: SourceAccess = DEFAULT_ACCESS) -> dict[str, Any]:
+    """A whole spec around one sample table (a path or fsspec URI, opened with `access`);
+    the parts that need a person say EDIT."""
+    fmt: Format = "csv" if sample.endswith(".csv") else "parquet"
+    table_dir = posixpath.dirname(sample)  # <source root>/<table>/<file>; keeps s3:// intact
+    table = posixpath.basename(table_dir)
+    entry = infer_table(read_file(sample, fmt, access=access), table)
     key = entry["primary_key"][0]
     binary = [
         c
@@ -102,7 +104,7 @@ def starter_spec(name: str, sample: Path) -> dict[str, Any]:
         "name": name,
         "description": "EDIT: what one row is and what the label means.",
         "entities": {key.removesuffix("_id") or key: {"join_keys": [key]}},
-        "source": {"uri": str(table_dir.parent), "format": fmt},
+        "source": {"uri": posixpath.dirname(table_dir), "format": fmt},
         "label": {"table": table, "column": binary[-1] if binary else "EDIT", "positive": 1},
         "tables": {table: entry},
         "feature_tables": {
@@ -121,10 +123,13 @@ def starter_spec(name: str, sample: Path) -> dict[str, Any]:
     }
 
 
-def write_starter_spec(name: str, sample: Path, out: Path) -> Path:
+def write_starter_spec(
+    name: str, sample: str, out: Path, access: SourceAccess = DEFAULT_ACCESS
+) -> Path:
     if out.exists():
         raise FileExistsError(f"{out} exists; not overwriting a spec")
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(starter_spec(name, sample), sort_keys=False, allow_unicode=True)
+    spec = starter_spec(name, sample, access)
+    text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
     out.write_text(f"# Starter spec inferred from {sample}; edit the EDIT fields.\n{text}")
     return out

@@ -110,7 +110,7 @@ def test_calibration_none_changes_nothing(weighted) -> None:
 
 def _register(registry: Registry, name: str, split: Split, fitted: Fitted) -> int:
     frame = pd.concat([split.train, split.valid, split.test])
-    data = LabelledSet(frame, FEATURES, ["cat"], "fp")
+    data = LabelledSet(frame, FEATURES, ["cat"], "fp", {}, None)
     info = {"trainer": "lightgbm", "params": {}}
     return register_candidate(
         registry, name, SPEC, "svc", data, split, fitted, info, 100, 0
