@@ -1,16 +1,27 @@
 """Benchmark: point-in-time training sets and online lookups through Feast.
 
-1. `get_historical_features` for 1M labelled entity rows (the credit-risk feature service:
-   3 views, 25 features) against a hand-written `pandas.merge_asof` of the same Parquet
-   tables (the lower bound: read, sort, as-of join per view with its TTL), median of 3 each.
-2. Online lookups for 1 and 100 random entities (the same draws for every path), p50/p99:
-   in process with `OnlineReader` (the serving path) on the SQLite online store
-   (tasks/feature_store/online_store.py); Feast's SDK (`FeatureStore.get_online_features`)
-   on the same store and on Feast's built-in SQLite store; Feast's feature server
-   (`feast serve`) over HTTP on 127.0.0.1, whose added latency over the SDK is reported.
-   Also: materialization into the SQLite online store against Feast's built-in one.
+1. Point-in-time training set for the same labelled entity rows (the credit-risk feature
+   service: 3 views, 25 features), three paths, alternating, median of N each:
+   - stock Feast: `FeatureStore.get_historical_features(...).to_df()` with Feast 0.49's own
+     file offline store (`offline_store: {type: file}`, i.e. feast's DaskOfflineStore);
+   - this project's store: the same call with `AsOfFileOfflineStore`
+     (tasks/feature_store/offline_store.py: the file store with a `pandas.merge_asof` join);
+   - hand-written: `pyarrow` reads + `pandas.merge_asof` per view with the TTL as tolerance,
+     reading only rows that can join, as our store's `_read_source` does (stamped in
+     [min entity time - TTL, max entity time], of the entity frame's keys).
+   The results are aligned by an entity-row id and compared on the rows both return; the
+   rows each path returns are reported (stock Feast drops entity rows whose key has only
+   expired values in a view, and keeps one row per key and timestamp).
+2. Online lookups for 1 and 100 random entities (the same draws for every path), p50/p99 of
+   the call: in process with `OnlineReader.read` (the serving path) on the SQLite online store
+   (tasks/feature_store/online_store.py); Feast's SDK `get_online_features(...).to_dict()` on
+   the same store and on Feast's built-in SQLite store; Feast's feature server (`feast serve`):
+   an HTTP POST to /get-online-features on 127.0.0.1 and its response bytes read (not
+   parsed), whose added latency over the SDK is reported. Also: `materialize` of every view
+   (whole TTL windows) into the SQLite online store and into Feast's built-in one.
 
-    python -m bench.features                     # about 5 minutes on 2 cores
+    python -m bench.features                     # 1M entity rows, 2M transactions
+    python -m bench.features --entities 2000 --transactions 20000 --repeats 1 --lookups 40
 """
 
 from __future__ import annotations
@@ -25,18 +36,26 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from feast import FeatureStore
+from feast.repo_config import RepoConfig
 
+from bench.results import add_json_arg, write_json
 from features.credit_risk.generator import generate_demo
 from tasks.data.preprocess import build_features, plan_sources
 from tasks.feature_store.definitions import view_name
+from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
 from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
@@ -50,6 +69,13 @@ from tasks.specs.datasets import get_dataset
 
 SERVICE = "credit_risk_default_v1"
 ROOT = Path(__file__).resolve().parents[1]
+ROW_ID = "row_id"  # an entity-row id carried through every path, to align their results
+KEY = "customer_id"
+PATHS = {
+    "stock": "stock Feast 0.49 file offline store (type: file, DaskOfflineStore)",
+    "ours": "this project's AsOfFileOfflineStore (merge_asof join)",
+    "hand": "hand-written pyarrow read + pandas.merge_asof, same time/key filtering",
+}
 
 
 def prepare(work: Path, transactions: int) -> tuple[DatasetSpec, Path]:
@@ -68,47 +94,187 @@ def prepare(work: Path, transactions: int) -> tuple[DatasetSpec, Path]:
     return spec, features
 
 
-def entity_rows(features: Path, n: int, seed: int = 0) -> pd.DataFrame:
-    """`n` labelled rows: customers with random times inside the data's span."""
+def entity_rows(spec: DatasetSpec, features: Path, n: int, seed: int = 0) -> pd.DataFrame:
+    """`n` labelled rows as a training set asks for them: label rows drawn with replacement,
+    each at its application time plus a random offset under a day (inside the application
+    view's 1-day TTL), at microseconds; and a row id."""
     rng = np.random.default_rng(seed)
-    labels = pd.read_parquet(features / "labels")
-    customers = labels["customer_id"].unique()
-    lo, hi = labels["event_timestamp"].min().value, labels["event_timestamp"].max().value
+    labels = pd.read_parquet(features / "labels").sample(n, replace=True, random_state=seed)
+    labels = labels.reset_index(drop=True)
+    offset = pd.Series(pd.to_timedelta(rng.integers(0, 86_400_000_000, n), unit="us"))
     return pd.DataFrame(
         {
-            "customer_id": rng.choice(customers, n),
-            "event_timestamp": pd.to_datetime(rng.integers(lo, hi, n), utc=True),
-            "label": rng.integers(0, 2, n),
+            KEY: labels[KEY],
+            "event_timestamp": (labels["event_timestamp"] + offset).dt.floor("us"),
+            "label": labels[spec.label.column],
+            ROW_ID: np.arange(n),
         }
     )
 
 
-def merge_asof_baseline(spec: DatasetSpec, features: Path, entity_df: pd.DataFrame) -> pd.DataFrame:
-    """The hand-written lower bound: one as-of join per feature table, TTL as tolerance."""
-    out = entity_df.assign(_row=np.arange(len(entity_df))).sort_values("event_timestamp")
-    for table in spec.feature_services[SERVICE]:
-        frame = pd.read_parquet(features / table).sort_values("event_timestamp")
-        frame = frame.rename(columns={"event_timestamp": "_ts"})
+def stock_file_store(settings: StoreSettings) -> FeatureStore:
+    """The same repository and registry with Feast's own file offline store (`type: file`)."""
+    config = RepoConfig(
+        project=settings.project,
+        provider="local",
+        registry=str(Path(settings.registry_path).resolve()),
+        online_store={"type": ONLINE_STORE_TYPE, "path": str(Path(settings.sqlite_path).resolve())},
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=Path(settings.repo_path).resolve(),
+    )
+    return FeatureStore(config=config)
+
+
+def hand_merge_asof(
+    spec: DatasetSpec, features: Path, views: dict[str, list[str]], entity_df: pd.DataFrame
+) -> pd.DataFrame:
+    """One `pandas.merge_asof` per view (TTL as tolerance), reading only the rows that can join:
+    stamped in [min entity time - TTL, max entity time] (pushed down to Parquet) and of the
+    entity frame's keys (filtered in Arrow), sorted in Arrow; the entity frame's row order."""
+    ts = spec.timestamp_field
+    out = entity_df.assign(_row=np.arange(len(entity_df))).sort_values(ts, kind="stable")
+    first, last = out[ts].min(), out[ts].max()
+    keys = pa.array(out[KEY].unique())
+    for table, columns in views.items():
         ttl = pd.Timedelta(days=spec.feature_tables[table].ttl_days)
+        # Arrow compares at microseconds: round the bounds outwards so no row is lost
+        bounds = [(ts, ">=", (first - ttl).floor("us")), (ts, "<=", last.ceil("us"))]
+        rows = pq.read_table(features / table, columns=[KEY, ts, *columns], filters=bounds)
+        rows = rows.filter(pc.is_in(rows[KEY], value_set=keys.cast(rows.schema.field(KEY).type)))
+        frame = rows.sort_by(ts).to_pandas().rename(columns={ts: "_ts"})
+        frame["_ts"] = frame["_ts"].astype(out[ts].dtype)  # merge_asof: same unit on both sides
         out = pd.merge_asof(
             out,
             frame,
-            left_on="event_timestamp",
+            left_on=ts,
             right_on="_ts",
-            by="customer_id",
+            by=KEY,
             tolerance=ttl,
             direction="backward",
         ).drop(columns="_ts")
     return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
+def timed_alternating(
+    fns: dict[str, Callable[[], pd.DataFrame]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, pd.DataFrame]]:
+    """Each repeat runs every path once, in order; the seconds of each and its last result."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    results: dict[str, pd.DataFrame] = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return times, results
+
+
+def compare(
+    reference: pd.DataFrame, other: pd.DataFrame, views: dict[str, list[str]]
+) -> dict[str, Any]:
+    """Rows of `other` against `reference` (aligned by row id): returned, distinct, missing,
+    extra, and the rows both return whose feature values differ; of the missing rows, how
+    many have no value in at least one view in `reference` (the expired-key rows stock Feast
+    drops)."""
+    columns = [c for cs in views.values() for c in cs]
+    ref, got = reference.set_index(ROW_ID), other.set_index(ROW_ID)
+    distinct = int(got.index.nunique())
+    got = got[~got.index.duplicated()]  # duplicates are counted in "rows", compared once
+    common = ref.index.intersection(got.index)
+    a, b = ref.loc[common, columns], got.loc[common, columns]
+    equal = (a == b) | (a.isna() & b.isna())
+    differing = ~equal.all(axis=1)
+    missing = ref.index.difference(got.index)
+    unmatched = pd.concat(
+        [ref.loc[missing, cs].isna().all(axis=1) for cs in views.values()], axis=1
+    )
+    return {
+        "rows": len(other),
+        "distinct_row_ids": distinct,
+        "common_rows": len(common),
+        "missing_rows": len(missing),
+        "missing_with_a_view_unmatched": int(unmatched.any(axis=1).sum()),
+        "extra_rows": len(got.index.difference(ref.index)),
+        "differing_rows": int(differing.sum()),
+        "differing_by_column": {c: int((~equal[c]).sum()) for c in columns if (~equal[c]).any()},
+    }
+
+
+def left_join_rows(features: Path, views: dict[str, list[str]], entity_df: pd.DataFrame) -> int:
+    """Rows of stock Feast's largest per-view left join: entity rows x source rows of their key."""
+    per_key = entity_df[KEY].value_counts()
+    largest = 0
+    for table in views:
+        counts = pd.read_parquet(features / table, columns=[KEY])[KEY].value_counts()
+        joined = per_key.mul(counts.reindex(per_key.index).fillna(1).clip(lower=1)).sum()
+        largest = max(largest, int(joined))
+    return largest
+
+
+def historical(
+    spec: DatasetSpec,
+    features: Path,
+    settings: StoreSettings,
+    store: FeatureStore,
+    entities: int,
+    repeats: int,
+) -> tuple[dict[str, Any], bool]:
+    entity_df = entity_rows(spec, features, entities)
+    views = {
+        table: [f.name for f in store.get_feature_view(view_name(spec, table)).features]
+        for table in spec.feature_services[SERVICE]
+    }
+    stock = stock_file_store(settings)
+    fns: dict[str, Callable[[], pd.DataFrame]] = {
+        "stock": lambda: training_set(stock, spec, entity_df, SERVICE),
+        "ours": lambda: training_set(store, spec, entity_df, SERVICE),
+        "hand": lambda: hand_merge_asof(spec, features, views, entity_df),
+    }
+    times, results = timed_alternating(fns, repeats)
+    med = {name: statistics.median(values) for name, values in times.items()}
+    checks = {name: compare(results["ours"], results[name], views) for name in ("stock", "hand")}
+    n_features = sum(len(cs) for cs in views.values())
+    print(
+        f"historical features, the same {len(entity_df):,} labelled entity rows, "
+        f"{n_features} features from {len(views)} views, paths alternating, median of {repeats}:"
+    )
+    for name, label in PATHS.items():
+        print(f"  {label:<75} {med[name]:7.2f} s  {len(results[name]):>10,} rows")
+    print(f"  ratio ours / stock Feast: {med['ours'] / med['stock']:.2f}x")
+    print(f"  ratio ours / hand-written: {med['ours'] / med['hand']:.2f}x  (target <= 3x)")
+    joined = left_join_rows(features, views, entity_df)
+    print(
+        f"  stock Feast's largest per-view left join: {joined:,} rows "
+        "(entity rows x source rows of their key)"
+    )
+    identical = True
+    for name, check in checks.items():
+        print(
+            f"  {name} vs ours, aligned by {ROW_ID}: {check['common_rows']:,} rows in both, "
+            f"{check['missing_rows']:,} only in ours ({check['missing_with_a_view_unmatched']:,} "
+            f"of them with no value in TTL for a view), {check['extra_rows']:,} only in {name}; "
+            f"values differ on {check['differing_rows']:,} of the rows in both"
+            + (f" {check['differing_by_column']}" if check["differing_rows"] else "")
+        )
+        # stock Feast's missing rows are reported above; the hand-written join must return all
+        complete = name == "stock" or check["missing_rows"] == 0
+        unique = check["distinct_row_ids"] == check["rows"]
+        identical &= complete and unique and check["differing_rows"] == 0
+        identical &= check["extra_rows"] == 0
+    figures = {
+        "entity_rows": len(entity_df),
+        "features": n_features,
+        "paths": PATHS,
+        "seconds": times,
+        "median_s": med,
+        "rows_returned": {name: len(frame) for name, frame in results.items()},
+        "stock_largest_left_join_rows": joined,
+        "ratio_ours_over_stock": med["ours"] / med["stock"],
+        "ratio_ours_over_hand": med["ours"] / med["hand"],
+        "checks_against_ours": checks,
+    }
+    return figures, identical
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -161,15 +327,71 @@ def start_feature_server(repo: Path, data_root: Path, port: int) -> subprocess.P
     raise TimeoutError("feast serve did not answer /health")
 
 
+def online(
+    spec: DatasetSpec,
+    features: Path,
+    store: FeatureStore,
+    reference: FeatureStore,
+    repo: Path,
+    data_root: Path,
+    lookups: int,
+    port: int,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(1)
+    customers = pd.read_parquet(features / "customer_profile", columns=[KEY])
+    ids = customers[KEY].unique()
+    draws = {
+        n: [[{KEY: int(c)} for c in rng.choice(ids, n, replace=False)] for _ in range(lookups)]
+        for n in (1, 100)
+    }
+    reader = online_reader(store, SERVICE)
+
+    def sdk(target: FeatureStore) -> Callable[[list[dict]], Any]:
+        service = target.get_feature_service(SERVICE)
+        return lambda rows: target.get_online_features(features=service, entity_rows=rows).to_dict()
+
+    paths = {
+        "OnlineReader.read, SQLite online store": reader.read,
+        "Feast SDK get_online_features().to_dict()": sdk(store),
+        "the same, Feast's built-in SQLite store": sdk(reference),
+        "feast serve: HTTP POST, response read": lambda rows: over_http(port, rows),
+    }
+    server = start_feature_server(repo, data_root, port)
+    try:
+        results = {(name, n): latencies(fn, draws[n]) for n in draws for name, fn in paths.items()}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(
+        f"online lookups, random entities, time of one call ({lookups - 20} timed after 20 "
+        "warm-up, the same draws for every path), ms:"
+    )
+    figures: dict[str, Any] = {"timed_calls": lookups - 20, "paths": {}}
+    for n in draws:
+        print(f"  {n} entit{'y' if n == 1 else 'ies'}:")
+        for name in paths:
+            p50, p99 = results[(name, n)]
+            print(f"    {name:>42}: p50 {p50:6.2f}  p99 {p99:6.2f}")
+            figures["paths"].setdefault(name, {})[n] = {"p50_ms": p50, "p99_ms": p99}
+        sdk_name, http_name = list(paths)[1], list(paths)[3]
+        added = results[(http_name, n)][0] - results[(sdk_name, n)][0]
+        print(f"    the feature server adds p50 {added:+.2f} ms to the SDK in process")
+    print("  targets in process: p99 < 2 ms for 1 entity, < 5 ms for 100")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entities", type=int, default=1_000_000)
     parser.add_argument("--transactions", type=int, default=2_000_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--lookups", type=int, default=500)
+    parser.add_argument("--lookups", type=int, default=500, help="per path and size, 20 warm-up")
     parser.add_argument("--port", type=int, default=6571)
     parser.add_argument("--work", default=None)
+    add_json_arg(parser, "features")
     args = parser.parse_args()
+    if args.lookups <= 20:
+        parser.error("--lookups must be above the 20 warm-up calls")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-features-"))
     spec, features = prepare(work, args.transactions)
 
@@ -201,67 +423,17 @@ def main() -> None:
         materialize(target, spec, end=now)
         loads[name] = time.perf_counter() - start
 
-    entity_df = entity_rows(features, args.entities)
-    base_s, expected = timed(lambda: merge_asof_baseline(spec, features, entity_df), args.repeats)
-    feast_s, got = timed(lambda: training_set(store, spec, entity_df, SERVICE), args.repeats)
-    columns = [
-        f.name
-        for v in spec.feature_services[SERVICE]
-        for f in store.get_feature_view(view_name(spec, v)).features
-    ]
-    pd.testing.assert_frame_equal(
-        got[columns].reset_index(drop=True), expected[columns], check_dtype=False
-    )
-    print(
-        f"historical features, {len(entity_df):,} labelled rows, {len(columns)} features, "
-        f"median of {args.repeats}:"
-    )
-    print(f"  pandas merge_asof (lower bound): {base_s:6.2f} s")
-    print(f"  feast get_historical_features:   {feast_s:6.2f} s")
-    print(f"  ratio feast / merge_asof: {feast_s / base_s:.2f}x  (target <= 3x); results identical")
-
-    print("materialize (all views, same rows):")
+    offline, identical = historical(spec, features, settings, store, args.entities, args.repeats)
+    print("materialize (every view, its whole TTL window, same rows), one run each:")
     for name, seconds in loads.items():
         print(f"  {name:>22}: {seconds:6.2f} s")
-    rng = np.random.default_rng(1)
-    customers = pd.read_parquet(features / "customer_profile", columns=["customer_id"])
-    ids = customers["customer_id"].unique()
-    draws = {
-        n: [
-            [{"customer_id": int(c)} for c in rng.choice(ids, n, replace=False)]
-            for _ in range(args.lookups)
-        ]
-        for n in (1, 100)
-    }
-    reader = online_reader(store, SERVICE)
-
-    def sdk(target: FeatureStore):
-        service = target.get_feature_service(SERVICE)
-        return lambda rows: target.get_online_features(features=service, entity_rows=rows).to_dict()
-
-    paths = {
-        "OnlineReader": reader.read,
-        "Feast SDK": sdk(store),
-        "Feast SDK, Feast's SQLite store": sdk(reference),
-        "feast serve, HTTP": lambda rows: over_http(args.port, rows),
-    }
-    server = start_feature_server(repo, data_root, args.port)
-    try:
-        results = {(name, n): latencies(fn, draws[n]) for n in draws for name, fn in paths.items()}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    print(f"online lookups, random entities ({args.lookups} each, after 20 warm-up), ms:")
-    for n in draws:
-        print(f"  {n} entit{'y' if n == 1 else 'ies'}:")
-        for name in paths:
-            p50, p99 = results[(name, n)]
-            print(f"    {name:>32}: p50 {p50:6.2f}  p99 {p99:6.2f}")
-        added = results[("feast serve, HTTP", n)][0] - results[("Feast SDK", n)][0]
-        print(f"    the feature server adds p50 {added:+.2f} ms to the SDK in process")
-    print("  targets in process: p99 < 2 ms for 1 entity, < 5 ms for 100")
+    lookups = online(spec, features, store, reference, repo, data_root, args.lookups, args.port)
+    figures = {"historical": offline, "materialize_s": loads, "online": lookups}
+    write_json(args.json, "features", args, figures)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+    if not identical:
+        sys.exit("the paths' feature values differ on rows they both return (see above)")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Benchmark: the data_prep transformation in single-process pandas vs the flow's Dask path.
+"""Benchmark: the data_prep transformation run serially in one process vs on the Dask cluster.
 
-Both run the same code on the same files: read, validate (pandera), quarantine, build every
-feature table with the dataset's transforms, write Parquet. pandas does it table by table in
-one process; the Dask path is `plan_sources` + `build_features` on a LocalCluster shaped like
-the embedded DaskCluster block (2 worker processes x 1 thread), started once, outside the timing.
+Both sides run the same code on the same files: `plan_sources` + `build_features` (tasks/data/
+preprocess.py): per file, read and validate (pandera) and write its quarantine; per partition,
+the feature tables' transforms, the Parquet writes and `partition_stats`; `merge_stats` per
+table. One graph, two schedulers:
+- serial: Dask's synchronous scheduler, every task one after another in this process (no
+  workers, nothing pickled or sent);
+- Dask: the LocalCluster of the embedded DaskCluster block (2 worker processes x 1 thread),
+  started once, outside the timing.
+The passes alternate (serial, Dask, serial, Dask, ...), each writing to a fresh folder; median
+of N each, and the two sides' per-feature summaries are checked equal.
 
 Part 2 runs the Dask path on data at least 3x larger (in memory) than the workers' total
 memory limit and reports the workers' peak resident memory, sampled every 50 ms.
 
-    python -m bench.preprocess                      # 5M rows, 3 runs each, then the big run
+    python -m bench.preprocess                      # 5M rows, 3 passes each, then the big run
     python -m bench.preprocess --rows 500000 --big-rows 0   # a quick look
 """
 
@@ -20,71 +26,56 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import dask
 import pandas as pd
 import psutil
 from distributed import Client
 
+from bench.results import add_json_arg, write_json
 from blocks.dask_cluster import DaskCluster, local_cluster
 from features.credit_risk.generator import generate_demo
 from tasks.data.ingest import join_uri
-from tasks.data.preprocess import (
-    build_features,
-    merge_stats,
-    partition_stats,
-    plan_sources,
-)
-from tasks.data.publish import LABELS
-from tasks.data.raw_checks import build_schema, validate_partition
+from tasks.data.preprocess import PrepReport, build_features, plan_sources
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.specs.datasets import get_dataset
 
 NOW = pd.Timestamp.now(tz="UTC")
 
 
-def pandas_path(spec: DatasetSpec, raw: Path, out: Path) -> int:
-    """The same validation and transforms, whole tables in one process."""
-    clean: dict[str, pd.DataFrame] = {}
-    rows = 0
-    for name, table in spec.tables.items():
-        frame = pd.read_parquet(raw / table.path)
-        rows += len(frame)
-        dups = frame.loc[frame.duplicated(table.primary_key, keep=False), table.primary_key]
-        result = validate_partition(
-            frame, table, build_schema(table, NOW), str(raw / table.path), dups
-        )
-        clean[name] = result.clean
-        if len(result.quarantine):
-            (out / "quarantine").mkdir(parents=True, exist_ok=True)
-            result.quarantine.to_parquet(out / "quarantine" / f"{name}.parquet", index=False)
-    (out / "features").mkdir(parents=True, exist_ok=True)
-    outputs: dict[str, pd.DataFrame] = {}
-    for name, ft in spec.feature_tables.items():
-        outputs[name] = spec.transform_fn(name)(*(clean[t] for t in ft.inputs))
-        outputs[name].to_parquet(out / "features" / f"{name}.parquet", index=False)
-    label_table = spec.tables[spec.label.table]
-    labels = clean[spec.label.table][[*spec.join_keys(), label_table.timestamp, spec.label.column]]
-    labels.to_parquet(out / "features" / f"{LABELS}.parquet", index=False)
-    for frame in (*outputs.values(), labels):  # the per-feature summary the flow reports
-        merge_stats(partition_stats(frame))
-    return rows
+def run_pipeline(spec: DatasetSpec, raw: Path, out: Path) -> PrepReport:
+    return build_features(spec, plan_sources(spec, str(raw)), join_uri(str(out)), NOW)
 
 
-def dask_path(spec: DatasetSpec, raw: Path, out: Path) -> int:
-    report = build_features(spec, plan_sources(spec, str(raw)), join_uri(str(out)), NOW)
-    return report.rows_in
+def serial(spec: DatasetSpec, raw: Path, out: Path) -> PrepReport:
+    """The same graph, one task at a time in this process."""
+    # with a distributed Client as default, a shuffle would pick p2p, which needs the workers
+    config = {"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}
+    with dask.config.set(config):
+        return run_pipeline(spec, raw, out)
 
 
-def timed(fn, spec: DatasetSpec, raw: Path, work: Path, repeats: int) -> tuple[float, int]:
-    times, rows = [], 0
+def alternating(
+    spec: DatasetSpec, raw: Path, work: Path, repeats: int
+) -> tuple[dict[str, list[float]], dict[str, PrepReport]]:
+    """serial, Dask, serial, Dask, ...: the seconds of each pass and each side's last report."""
+    sides: dict[str, Callable[[DatasetSpec, Path, Path], PrepReport]] = {
+        "serial": serial,
+        "dask": run_pipeline,
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    reports: dict[str, PrepReport] = {}
     for _ in range(repeats):
-        out = Path(tempfile.mkdtemp(dir=work))
-        start = time.perf_counter()
-        rows = fn(spec, raw, out)
-        times.append(time.perf_counter() - start)
-        shutil.rmtree(out)
-    return statistics.median(times), rows
+        for name, fn in sides.items():
+            out = Path(tempfile.mkdtemp(dir=work))
+            start = time.perf_counter()
+            reports[name] = fn(spec, raw, out)
+            times[name].append(time.perf_counter() - start)
+            shutil.rmtree(out)
+    return times, reports
 
 
 def in_memory_bytes(spec: DatasetSpec, raw: Path) -> int:
@@ -127,32 +118,53 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--repeats", type=int, default=3, help="0: skip the comparison")
     parser.add_argument("--big-rows", type=int, default=36_000_000)
+    parser.add_argument("--chunk-rows", dest="chunk_rows", type=int, default=500_000)
     parser.add_argument("--worker-memory", default="600MiB")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    add_json_arg(parser, "preprocess")
     args = parser.parse_args()
     spec = get_dataset("credit_risk")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-preprocess-"))
     work.mkdir(parents=True, exist_ok=True)
 
     embedded = DaskCluster()  # the block's embedded default: what data_prep runs on
+    figures: dict[str, Any] = {}
     if args.repeats:
         raw = work / "raw"
         if not raw.exists():
-            generate_demo(
-                str(raw),
-                GenerateOptions(rows=args.rows, seed=0, chunk_rows=500_000, dirty_rate=0.001),
+            options = GenerateOptions(
+                rows=args.rows, seed=0, chunk_rows=args.chunk_rows, dirty_rate=0.001
             )
+            generate_demo(str(raw), options)
         with local_cluster(**embedded.local_kwargs()) as cluster, Client(cluster):
-            dask_s, rows = timed(dask_path, spec, raw, work, args.repeats)
-        pandas_s, pandas_rows = timed(pandas_path, spec, raw, work, args.repeats)
-        assert rows == pandas_rows, (rows, pandas_rows)
+            times, reports = alternating(spec, raw, work, args.repeats)
+        rows = reports["dask"].rows_in
+        assert reports["serial"].rows_in == rows, (reports["serial"].rows_in, rows)
+        for name, summary in reports["dask"].features.items():
+            pd.testing.assert_frame_equal(reports["serial"].features[name], summary)
+        serial_s, dask_s = statistics.median(times["serial"]), statistics.median(times["dask"])
+        files = sum(len(list((raw / t.path).glob("*.parquet"))) for t in spec.tables.values())
         print(
-            f"rows in: {rows:,} (transactions {args.rows:,} + customers + applications), "
-            f"median of {args.repeats} runs each"
+            f"rows in: {rows:,} (transactions {args.rows:,} + customers + applications) in "
+            f"{files} files, passes alternating, median of {args.repeats} each; "
+            "per-feature summaries equal"
         )
-        print(f"pandas (1 process): {pandas_s:7.2f} s  {rows / pandas_s:12,.0f} rows/s")
-        print(f"dask (2 workers):   {dask_s:7.2f} s  {rows / dask_s:12,.0f} rows/s")
-        print(f"ratio dask/pandas rows/s: {pandas_s / dask_s:.2f}x  (target >= 1.5x)")
+        labels = {
+            "serial": "serial: Dask's synchronous scheduler, 1 process",
+            "dask": f"Dask: LocalCluster, {embedded.n_workers} workers x "
+            f"{embedded.threads_per_worker} thread",
+        }
+        for name, seconds in (("serial", serial_s), ("dask", dask_s)):
+            print(f"{labels[name]:<50} {seconds:7.2f} s  {rows / seconds:12,.0f} rows/s")
+        print(f"ratio Dask / serial rows/s: {serial_s / dask_s:.2f}x  (target >= 1.5x)")
+        figures["comparison"] = {
+            "rows_in": rows,
+            "files": files,
+            "seconds": times,
+            "median_s": {"serial": serial_s, "dask": dask_s},
+            "rows_per_s": {"serial": rows / serial_s, "dask": rows / dask_s},
+            "ratio_dask_over_serial": serial_s / dask_s,
+        }
 
     if args.big_rows:
         big = work / "big"
@@ -168,7 +180,7 @@ def main() -> None:
             out = Path(tempfile.mkdtemp(dir=work))
             with PeakRSS(client) as peak:
                 start = time.perf_counter()
-                big_rows = dask_path(spec, big, out)
+                big_rows = run_pipeline(spec, big, out).rows_in
                 elapsed = time.perf_counter() - start
         gib = 1024**3
         print(
@@ -179,7 +191,16 @@ def main() -> None:
             f"  completed in {elapsed:.1f} s; peak worker RSS {peak.peak / gib:.2f} GiB "
             f"({peak.peak / limit:.2f} of the limit)"
         )
-    shutil.rmtree(work, ignore_errors=True) if args.work is None else None
+        figures["larger_than_memory"] = {
+            "rows_in": big_rows,
+            "in_memory_bytes": data,
+            "workers_limit_bytes": limit,
+            "seconds": elapsed,
+            "peak_worker_rss_bytes": peak.peak,
+        }
+    write_json(args.json, "preprocess", args, figures)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
