@@ -62,6 +62,7 @@ from tasks.feature_store.store import (
     materialize,
     online_reader,
     open_store,
+    stored_features,
     training_set,
 )
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
@@ -96,8 +97,8 @@ def prepare(work: Path, transactions: int) -> tuple[DatasetSpec, Path]:
 
 def entity_rows(spec: DatasetSpec, features: Path, n: int, seed: int = 0) -> pd.DataFrame:
     """`n` labelled rows as a training set asks for them: label rows drawn with replacement,
-    each at its application time plus a random offset under a day (inside the application
-    view's 1-day TTL), at microseconds; and a row id."""
+    each at its application time plus a random offset under a day, at microseconds; and a row
+    id. (The stored views only: the on-demand view is the same function on every path.)"""
     rng = np.random.default_rng(seed)
     labels = pd.read_parquet(features / "labels").sample(n, replace=True, random_state=seed)
     labels = labels.reset_index(drop=True)
@@ -223,12 +224,12 @@ def historical(
     entity_df = entity_rows(spec, features, entities)
     views = {
         table: [f.name for f in store.get_feature_view(view_name(spec, table)).features]
-        for table in spec.feature_services[SERVICE]
+        for table in spec.service_tables(SERVICE)
     }
     stock = stock_file_store(settings)
     fns: dict[str, Callable[[], pd.DataFrame]] = {
-        "stock": lambda: training_set(stock, spec, entity_df, SERVICE),
-        "ours": lambda: training_set(store, spec, entity_df, SERVICE),
+        "stock": lambda: training_set(stock, spec, entity_df, SERVICE, stored_only=True),
+        "ours": lambda: training_set(store, spec, entity_df, SERVICE, stored_only=True),
         "hand": lambda: hand_merge_asof(spec, features, views, entity_df),
     }
     times, results = timed_alternating(fns, repeats)
@@ -291,9 +292,9 @@ def latencies(lookup, batches: list[list[dict]]) -> tuple[float, float]:
     return percentiles(samples[20:])
 
 
-def over_http(port: int, entities: list[dict]) -> bytes:
+def over_http(port: int, refs: list[str], entities: list[dict]) -> bytes:
     body = {
-        "feature_service": SERVICE,
+        "features": refs,
         "entities": {"customer_id": [e["customer_id"] for e in entities]},
     }
     request = urllib.request.Request(
@@ -346,15 +347,16 @@ def online(
     }
     reader = online_reader(store, SERVICE)
 
+    refs = [f"{v}:{f}" for v, names in stored_features(store, SERVICE).items() for f in names]
+
     def sdk(target: FeatureStore) -> Callable[[list[dict]], Any]:
-        service = target.get_feature_service(SERVICE)
-        return lambda rows: target.get_online_features(features=service, entity_rows=rows).to_dict()
+        return lambda rows: target.get_online_features(features=refs, entity_rows=rows).to_dict()
 
     paths = {
         "OnlineReader.read, SQLite online store": reader.read,
         "Feast SDK get_online_features().to_dict()": sdk(store),
         "the same, Feast's built-in SQLite store": sdk(reference),
-        "feast serve: HTTP POST, response read": lambda rows: over_http(port, rows),
+        "feast serve: HTTP POST, response read": lambda rows: over_http(port, refs, rows),
     }
     server = start_feature_server(repo, data_root, port)
     try:

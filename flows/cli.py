@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-DEMO_ROWS = 200_000
+DEMO_ROWS = 500_000
 
 
 def parse_params(pairs: Sequence[str], model: type[BaseModel]) -> BaseModel:
@@ -114,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         if args.regenerate or not Path(source).exists():
             end = date.today() - timedelta(days=1)  # fresh data: online features are in TTL
             gen = GenerateDataParams(
-                rows=args.rows, seed=0, dirty_rate=0.001, start=end - timedelta(days=540), end=end
+                rows=args.rows, seed=0, dirty_rate=0.001, start=end - timedelta(days=900), end=end
             )
             print("generated:", FLOWS["generate-data"].flow(gen))
         prepared = FLOWS["data-prep"].flow(DataPrepParams())

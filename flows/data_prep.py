@@ -90,7 +90,7 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         staging,
         output_uri,
         snapshot,
-        started.strftime("%Y%m%dT%H%M%SZ"),
+        snapshot,  # its quarantine: quarantine/<snapshot>/
         repo.settings() if params.materialize else None,
         started,
         params.max_skew_rate,

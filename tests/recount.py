@@ -19,13 +19,15 @@ from tasks.specs.datasets import get_dataset
 SERVICE = "credit_risk_default_v1"
 
 
-def recount(raw: Path, output: Path, labels: pd.DataFrame, days: int) -> pd.Series:
+def recount(
+    raw: Path, output: Path, snapshot: str | None, labels: pd.DataFrame, days: int
+) -> pd.Series:
     """Per labelled row, the customer's accepted transactions on the `days` whole days before
-    the row's day (rows data_prep quarantined are not accepted)."""
+    the row's day (rows quarantined by the run that made `snapshot` are not accepted)."""
     tx = pd.read_parquet(raw / "transactions", columns=["txn_id", "customer_id", "event_ts"])
     rejected = [
         pd.read_parquet(p, columns=["txn_id"])["txn_id"].astype("int64")
-        for p in output.glob("quarantine/*/transactions/*")
+        for p in output.glob(f"quarantine/{snapshot}/transactions/*")
     ]
     if rejected:
         tx = tx[~tx["txn_id"].isin(pd.concat(rejected))]
@@ -47,7 +49,7 @@ def compare(raw: Path, output: Path, settings) -> dict[str, int]:
     out = {"rows": len(frame)}
     for days in (7, 30):
         mine = frame[f"txn_count_{days}d"].to_numpy()
-        truth = recount(raw, output, labels, days).to_numpy()
+        truth = recount(raw, output, snapshot, labels, days).to_numpy()
         out[f"mismatches_{days}d"] = int((mine != truth).sum())
     return out
 

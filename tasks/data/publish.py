@@ -3,7 +3,7 @@
     <output>/snapshots/<id>/features/<table>/part-*.parquet   one run's tables, never changed
     <output>/snapshots/.staging-<id>/                         a run being built (invisible)
     <output>/CURRENT                                          the published snapshot's id
-    <output>/quarantine/<run>/<table>/                        rejected rows, per run
+    <output>/quarantine/<id>/<table>/                         the rows run <id> rejected
 
 A run builds under a staging folder, renames it to `snapshots/<id>` (still invisible), and
 becomes visible when CURRENT is replaced by a single rename: readers resolve CURRENT once and

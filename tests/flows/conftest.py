@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,15 @@ def prepared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Credit-risk data through data_prep into the tmp-feast store; its output folder."""
     root = tmp_path_factory.mktemp("train")
     generate_data(
-        GenerateDataParams(rows=150_000, seed=5, out_uri=str(root / "raw"), chunk_rows=50_000)
+        # 2.5 years: room for the 90-day horizon and the embargoes between the splits
+        GenerateDataParams(
+            rows=150_000,
+            seed=5,
+            start=date(2024, 1, 1),
+            end=date(2026, 6, 30),
+            out_uri=str(root / "raw"),
+            chunk_rows=50_000,
+        )
     )
     data_prep(
         DataPrepParams(

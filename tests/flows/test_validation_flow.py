@@ -56,6 +56,13 @@ def _registry():
     return ModelRegistry.load("tmp-registry").registry()
 
 
+def _gates(registry, result) -> list[dict]:
+    evidence = registry.read_record(
+        "credit-val", result.version, "validation", result.record, "evidence.json"
+    )
+    return json.loads(evidence)["gates"]
+
+
 def _read_artifact(key: str) -> str:
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
@@ -112,7 +119,9 @@ def test_good_candidate_becomes_challenger_and_shuffled_labels_are_rejected(
 
     second = _validate(prepared, "credit-val", explain=SMALL)  # the true labels judge it
     assert second.decision == "rejected" and second.champion == 1
-    assert {"minimum:auc", "regression:auc", "regression:pr_auc"} <= set(second.failed_gates)
+    assert {"minimum:auc", "regression:auc", "regression:pr_auc"} <= set(second.failed_gates), (
+        _gates(registry, second)
+    )
     assert registry.aliases("credit-val") == {"challenger": 1, "champion": 1}
     decision = json.loads(
         registry.read_record(
@@ -202,7 +211,7 @@ def test_a_torch_candidate_is_validated_like_any_other(prepared: Path) -> None:
             data_uri=str(prepared),
             model_name="credit-mlp",
             trainer="torch",
-            torch=TorchParams(processes=1, epochs=5, batch_size=256),
+            torch=TorchParams(processes=1, epochs=20, batch_size=128),
             feature_repo_block="tmp-feast",
             registry_block="tmp-registry",
         )
