@@ -119,7 +119,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="0: skip the comparison")
     parser.add_argument("--big-rows", type=int, default=36_000_000)
     parser.add_argument("--chunk-rows", dest="chunk_rows", type=int, default=500_000)
-    parser.add_argument("--worker-memory", default="600MiB")
+    parser.add_argument(
+        "--big-chunk-rows",
+        dest="big_chunk_rows",
+        type=int,
+        default=50_000,
+        help="transactions per file of the larger-than-memory run: a partition must fit a worker",
+    )
+    parser.add_argument("--worker-memory", default="1GiB")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     add_json_arg(parser, "preprocess")
     args = parser.parse_args()
@@ -171,7 +178,9 @@ def main() -> None:
         if not big.exists():
             generate_demo(
                 str(big),
-                GenerateOptions(rows=args.big_rows, seed=1, chunk_rows=100_000, dirty_rate=0.001),
+                GenerateOptions(
+                    rows=args.big_rows, seed=1, chunk_rows=args.big_chunk_rows, dirty_rate=0.001
+                ),
             )
         small = embedded.model_copy(update={"memory_limit": args.worker_memory})
         with local_cluster(**small.local_kwargs()) as cluster, Client(cluster) as client:

@@ -10,6 +10,7 @@ from typing import TypeVar
 from prefect.blocks.core import Block
 
 from blocks.dask_cluster import DaskCluster
+from blocks.data_quality_policy import DataQualityPolicy
 from blocks.data_source import DataSource
 from blocks.dataset_spec import DatasetSpecBlock, resolve_dataset
 from blocks.feature_repo import FeatureRepo
@@ -20,6 +21,7 @@ B = TypeVar("B", bound=Block)
 
 __all__ = [
     "DaskCluster",
+    "DataQualityPolicy",
     "DataSource",
     "DatasetSpecBlock",
     "FeatureRepo",

@@ -236,6 +236,9 @@ _GENERATE_FIELDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks (the run's log has them anyway)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("flows", help="list registered flows and their parameters").set_defaults(
         func=cmd_flows
@@ -298,13 +301,89 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit codes (README, "The flow registry and the CLI"): 1 is an unexpected error (a bug).
+EXIT_BAD_PARAMETERS = 2
+EXIT_DATA_REJECTED = 3
+EXIT_INFRASTRUCTURE = 4
+
+
+def exit_code(exc: BaseException) -> int:
+    """What kind of failure `exc` is, as the CLI's exit code."""
+    from pydantic import ValidationError as ParamsError
+
+    from deployments.predictor import ModelLoadError
+    from tasks.data.raw_checks import DataValidationError
+    from tasks.feature_store.definitions import FeatureStoreError
+    from tasks.feature_store.skew import SkewError
+    from tasks.registry.store import RegistryError
+    from tasks.specs.dataset_spec import SpecError
+    from tasks.training.training_set import TrainingDataError
+    from tasks.validation.holdout import HoldoutError
+
+    data = (DataValidationError, SkewError, TrainingDataError, HoldoutError, ModelLoadError)
+    if isinstance(exc, data):  # before FeatureStoreError: a SkewError is one
+        return EXIT_DATA_REJECTED
+    # FileExistsError: a file it will not overwrite, e.g. `datasets init` onto a spec
+    params = (SystemExit, ParamsError, SpecError, RegistryError, FeatureStoreError)
+    if isinstance(exc, (*params, FileExistsError)):
+        return EXIT_BAD_PARAMETERS
+    if isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith(
+        ("httpx", "httpcore", "sqlite3", "sqlalchemy", "distributed", "redis")
+    ):
+        return EXIT_INFRASTRUCTURE
+    return 1
+
+
+class _WithoutTraceback(logging.Formatter):
+    """A console formatter that prints a record's message but not its traceback: the run's
+    log on the Prefect server keeps it (its handler formats the same record in full)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def quiet_console_tracebacks() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+                handler.formatter, _WithoutTraceback
+            ):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     # Dask's scheduler (in this process) and workers (inheriting the environment) log every
     # connection at INFO; keep the console readable.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     logging.getLogger("distributed").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    args.func(args)
+    if args.debug:
+        args.func(args)
+        return
+    quiet_console_tracebacks()
+    try:
+        args.func(args)
+    except (Exception, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+            raise
+        message = exc.code if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        print(f"mlops: error: {message}", file=sys.stderr)
+        code = exit_code(exc)
+        if code == 1:
+            print("(an unexpected error: run with --debug for the traceback)", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

@@ -8,8 +8,21 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from blocks import DaskCluster, DataSource, FeatureRepo, load_or_default, resolve_dataset
-from tasks.data.prefect_tasks import build_features_task, plan_sources_task, report_data_prep
+from blocks import (
+    DaskCluster,
+    DataQualityPolicy,
+    DataSource,
+    FeatureRepo,
+    load_or_default,
+    resolve_dataset,
+)
+from tasks.data.prefect_tasks import (
+    build_features_task,
+    check_quality_task,
+    keep_quarantine_task,
+    plan_sources_task,
+    report_data_prep,
+)
 from tasks.data.publish import discard, new_snapshot_id, staging_uri
 from tasks.feature_store.prefect_tasks import publish_task, report_skew
 from tasks.specs.datasets import DEFAULT_DATASET
@@ -36,6 +49,18 @@ class DataPrepParams(BaseModel):
         default=0.0, ge=0.0, le=1.0, description="Online/offline mismatch allowed per feature."
     )
     skew_sample: int = Field(default=200, ge=1, le=100_000, description="Entities checked.")
+    quality_policy_block: str | None = Field(
+        default=None, description="A saved DataQualityPolicy block (checks against the last run)."
+    )
+    max_reject_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of a table's rows that may be rejected; default: the spec's limits.",
+    )
+    allow_empty: bool = Field(
+        default=False, description="Let an empty feature table replace a non-empty one."
+    )
     keep_snapshots: int = Field(
         default=3, ge=1, le=100, description="Published snapshots (and quarantine runs) kept."
     )
@@ -45,6 +70,7 @@ class DataPrepResult(BaseModel):
     dataset: str
     output_uri: str
     snapshot: str
+    quality_warnings: list[str]  # checks that did not pass but only warn
     rows_in: int
     rows_rejected: int
     rows_out: dict[str, int]
@@ -79,8 +105,19 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     plan = plan_sources_task.submit(spec, source_uri, access).result()
     snapshot = new_snapshot_id(started)
     staging = staging_uri(output_uri, snapshot)
+    policy = load_or_default(DataQualityPolicy, params.quality_policy_block, DataQualityPolicy())
     try:
         report = build_features_task.submit(spec, plan, staging, now, access).result()
+        keep_quarantine_task(staging, output_uri, snapshot)  # kept whatever the checks say
+        checks = check_quality_task(
+            spec,
+            report,
+            staging,
+            output_uri,
+            policy.policy,
+            params.allow_empty,
+            params.max_reject_rate,
+        )
     except BaseException:
         discard(staging)
         raise
@@ -90,13 +127,19 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         staging,
         output_uri,
         snapshot,
-        snapshot,  # its quarantine: quarantine/<snapshot>/
         repo.settings() if params.materialize else None,
         started,
         params.max_skew_rate,
         params.skew_sample,
         params.keep_snapshots,
     )
+    warnings = [
+        f"{c.table}{'.' + c.feature if c.feature else ''} {c.check}: {c.detail}"
+        for c in checks
+        if not c.passed
+    ]
+    for warning in warnings:
+        logger.warning("data-quality warning: %s", warning)
     report_data_prep(spec.name, report, output_uri)
     if skew is not None:
         report_skew(spec.name, skew)
@@ -112,6 +155,7 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         dataset=spec.name,
         output_uri=output_uri,
         snapshot=snapshot,
+        quality_warnings=warnings,
         rows_in=report.rows_in,
         rows_rejected=report.rows_rejected,
         rows_out={name: int(stats["rows"].iloc[0]) for name, stats in report.features.items()},

@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
-from tasks.specs.dataset_spec import monotone
+from tasks.specs.dataset_spec import SpecError, monotone
 from tasks.specs.datasets import DEFAULT_DATASET, model_name
 from tasks.training.calibration import Calibration
 from tasks.training.lightgbm_trainer import LightGBMParams
@@ -66,7 +66,10 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     spec = resolve_dataset(params.dataset)
     service = params.feature_service or next(iter(spec.feature_services))
     if service not in spec.feature_services:
-        raise ValueError(f"feature_service '{service}' is not one of {list(spec.feature_services)}")
+        raise SpecError(
+            f"dataset '{spec.name}': feature_service '{service}' is not one of "
+            f"{list(spec.feature_services)}"
+        )
     name = params.model_name or model_name(service)
     settings = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo()).settings()
     data = load_training_set(spec, params.data_uri or f"data/{spec.name}", settings, service)

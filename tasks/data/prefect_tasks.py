@@ -23,6 +23,8 @@ from tasks.artifacts import artifact_key
 from tasks.data.generate import generate_data
 from tasks.data.ingest import SourceAccess
 from tasks.data.preprocess import PrepReport, SourcePlan, build_features, plan_sources
+from tasks.data.publish import current_snapshot, keep_quarantine, snapshot_uri
+from tasks.data.quality import QualityCheck, QualityPolicy, check_rows, enforce, quality_checks
 from tasks.data.report import prep_markdown, prep_rows
 from tasks.retries import retry_transient
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
@@ -77,6 +79,38 @@ def build_features_task(
 ) -> PrepReport:
     with _on_cluster():
         return build_features(spec, plan, staging_uri, now, access)
+
+
+@task(name="keep-quarantine", cache_policy=NO_CACHE)
+def keep_quarantine_task(staging: str, output_uri: str, snapshot: str) -> str | None:
+    return keep_quarantine(staging, output_uri, snapshot)
+
+
+@task(name="check-data-quality", cache_policy=NO_CACHE)
+def check_quality_task(
+    spec: DatasetSpec,
+    report: PrepReport,
+    staging: str,
+    output_uri: str,
+    policy: QualityPolicy,
+    allow_empty: bool,
+    max_reject_rate: float | None,
+) -> list[QualityCheck]:
+    """The guards, published as a table (failures first) before a failure stops the run."""
+    current = current_snapshot(output_uri)
+    previous = snapshot_uri(output_uri, current) if current else None
+    checks = quality_checks(
+        spec, report, staging, previous, policy, allow_empty, max_reject_rate
+    )
+    failing = sum(c.failing for c in checks)
+    create_table_artifact(
+        table=check_rows(checks),
+        key=artifact_key("data-prep", spec.name, "checks"),
+        description=f"Data-quality checks: {spec.name}: "
+        + (f"{failing} failing, nothing published" if failing else "all passed"),
+    )
+    enforce(checks)
+    return checks
 
 
 @task(name="report-data-prep")

@@ -43,8 +43,9 @@ class TableReport:
 @dataclass
 class PrepReport:
     tables: dict[str, TableReport]
-    features: dict[str, pd.DataFrame]
+    features: dict[str, pd.DataFrame]  # per output table: merge_stats' per-feature summary
     copartitioned: dict[str, bool]
+    categories: dict[str, dict[str, list[Any] | None]] = field(default_factory=dict)
 
     @property
     def rows_in(self) -> int:
@@ -189,18 +190,31 @@ def build_features(
             meta=empty_frame(table),
             verify_meta=False,
         )
-    summaries: dict[str, Any] = {}
-    for name in spec.feature_tables:
+    outputs: dict[str, tuple[dd.DataFrame, list[str]]] = {}
+    for name, ft in spec.feature_tables.items():
         frame = _transform(spec, name, clean, plan)
-        writes.append(_write_table(frame, join_uri(staging_uri, "features", name)))
-        summaries[name] = frame.map_partitions(partition_stats, meta=_STATS_META)
+        written = frame
+        if ft.non_finite == "null":  # the summary still counts them: it reads `frame`
+            written = frame.map_partitions(_infinite_as_null, meta=frame._meta)
+        writes.append(_write_table(written, join_uri(staging_uri, "features", name)))
+        outputs[name] = (frame, _category_columns(frame._meta, ft.categorical))
     labels = _labels(spec, clean[spec.label.table])
     writes.append(_write_table(labels, join_uri(staging_uri, "features", LABELS)))
-    summaries[LABELS] = labels.map_partitions(partition_stats, meta=_STATS_META)
+    outputs[LABELS] = (labels, _category_columns(labels._meta, [spec.label.column]))
+    summaries = {
+        n: delayed(merge_stats)(f.map_partitions(partition_stats, meta=_STATS_META))
+        for n, (f, _) in outputs.items()
+    }
+    categories = {
+        n: delayed(merge_categories)(
+            [delayed(partition_categories)(p, cols) for p in f.to_delayed(optimize_graph=False)]
+        )
+        for n, (f, cols) in outputs.items()
+    }
     # Everything goes in as Delayed: dask reorders outputs when Delayed and dataframe
     # collections are mixed in one compute call. Shared inputs still run once.
-    computed_results, computed_summaries, _ = dask.compute(
-        results, {n: delayed(merge_stats)(s) for n, s in summaries.items()}, writes
+    computed_results, computed_summaries, computed_categories, _ = dask.compute(
+        results, summaries, categories, writes
     )
     report = PrepReport(
         tables={
@@ -209,6 +223,7 @@ def build_features(
         },
         features=computed_summaries,
         copartitioned=plan.copartitioned,
+        categories=computed_categories,
     )
     check_null_rates(spec, report)
     return report
@@ -385,7 +400,8 @@ def _write_part(frame: pd.DataFrame, uri: str) -> int:
     return len(frame)
 
 
-_STATS_COLUMNS = ["feature", "count", "nulls", "sum", "sumsq", "min", "max"]
+_STATS_COLUMNS = ["feature", "count", "nulls", "infinite", "sum", "sumsq", "min", "max"]
+MAX_CATEGORIES = 1_000  # more distinct values: not a category set worth comparing
 _STATS_META = pd.DataFrame(
     {
         "feature": pd.Series(dtype=object),
@@ -395,9 +411,12 @@ _STATS_META = pd.DataFrame(
 
 
 def partition_stats(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sufficient statistics per column (numeric moments; counts for every column)."""
+    """Sufficient statistics per column (numeric moments over finite values; counts of rows,
+    nulls and infinities)."""
     numeric = frame.select_dtypes("number")
     values = numeric.to_numpy(dtype="float64", na_value=np.nan)
+    infinite = np.isinf(values)
+    values = np.where(infinite, np.nan, values)
     stats = pd.DataFrame(
         {
             "feature": frame.columns,
@@ -408,6 +427,7 @@ def partition_stats(frame: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(all="ignore"):
         moments = pd.DataFrame(
             {
+                "infinite": infinite.sum(axis=0).astype("float64"),
                 "sum": np.nansum(values, axis=0),
                 "sumsq": np.nansum(values**2, axis=0),
                 "min": np.nanmin(values, axis=0) if len(values) else np.nan,
@@ -415,7 +435,9 @@ def partition_stats(frame: pd.DataFrame) -> pd.DataFrame:
             },
             index=numeric.columns,
         )
-    return stats.join(moments).reset_index()[_STATS_COLUMNS]
+    stats = stats.join(moments)
+    stats["infinite"] = stats["infinite"].fillna(0.0)
+    return stats.reset_index()[_STATS_COLUMNS]
 
 
 def merge_stats(parts: pd.DataFrame) -> pd.DataFrame:
@@ -424,18 +446,20 @@ def merge_stats(parts: pd.DataFrame) -> pd.DataFrame:
     merged = g.agg(
         count=("count", "sum"),
         nulls=("nulls", "sum"),
+        infinite=("infinite", "sum"),
         sum=("sum", lambda s: s.sum(min_count=1)),
         sumsq=("sumsq", lambda s: s.sum(min_count=1)),
         min=("min", "min"),
         max=("max", "max"),
     )
-    n = merged["count"] - merged["nulls"]
+    n = merged["count"] - merged["nulls"] - merged["infinite"]
     mean = merged["sum"] / n.where(n > 0)
     var = (merged["sumsq"] / n.where(n > 0) - mean**2).clip(lower=0)
     out = pd.DataFrame(
         {
             "rows": merged["count"].astype("int64"),
             "null_rate": (merged["nulls"] / merged["count"].where(merged["count"] > 0)).round(4),
+            "infinite": merged["infinite"].astype("int64"),
             "mean": mean,
             "std": np.sqrt(var),
             "min": merged["min"],
@@ -443,3 +467,31 @@ def merge_stats(parts: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.reset_index()
+
+
+def _infinite_as_null(frame: pd.DataFrame) -> pd.DataFrame:
+    floats = frame.select_dtypes("float").columns
+    if len(floats) == 0:
+        return frame
+    return frame.assign(**{c: frame[c].where(~np.isinf(frame[c])) for c in floats})
+
+
+def _category_columns(meta: pd.DataFrame, declared: list[str]) -> list[str]:
+    """Columns whose set of values is compared run to run: declared codes, text and flags."""
+    kinds = meta.select_dtypes(include=["object", "string", "bool", "boolean"]).columns
+    return list(dict.fromkeys([*(c for c in declared if c in meta.columns), *map(str, kinds)]))
+
+
+def partition_categories(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[Any]]:
+    return {c: frame[c].dropna().unique().tolist()[: MAX_CATEGORIES + 1] for c in columns}
+
+
+def merge_categories(parts: list[dict[str, list[Any]]]) -> dict[str, list[Any] | None]:
+    """Each column's sorted distinct values (as JSON-able scalars); None past MAX_CATEGORIES."""
+    merged: dict[str, set[Any]] = {}
+    for part in parts:
+        for column, values in part.items():
+            merged.setdefault(column, set()).update(
+                v.item() if isinstance(v, np.generic) else v for v in values
+            )
+    return {c: sorted(v, key=str) if len(v) <= MAX_CATEGORIES else None for c, v in merged.items()}

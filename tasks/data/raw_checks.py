@@ -41,12 +41,14 @@ def build_schema(table: TableSpec, now: pd.Timestamp) -> pa.DataFrameSchema:
     )
 
 
+FINITE = "finite"
+
+
 def _column(col: ColumnSpec, now: pd.Timestamp) -> pa.Column:
-    return pa.Column(
-        column_dtype(col),
-        checks=[c.to_pandera(now) for c in col.checks],
-        nullable=col.nullable,
-    )
+    checks = [c.to_pandera(now) for c in col.checks]
+    if col.dtype == "float64" and not col.allow_inf:  # ge(0) and friends accept +inf
+        checks.append(pa.Check(lambda s: ~np.isinf(s), name=FINITE, ignore_na=True))
+    return pa.Column(column_dtype(col), checks=checks, nullable=col.nullable)
 
 
 def validate_partition(
@@ -123,9 +125,11 @@ def normalise_timestamps(frame: pd.DataFrame, table: TableSpec, source: str) -> 
 
 
 def _check_level(table: TableSpec, column: str | None, check_number: float) -> CheckSpec | None:
+    """The spec's check behind a failure (None for the built-in ones, e.g. finite)."""
     if column is None or column not in table.columns or pd.isna(check_number):
         return None
-    return table.columns[column].checks[int(check_number)]
+    checks = table.columns[column].checks
+    return checks[int(check_number)] if int(check_number) < len(checks) else None
 
 
 def _raise_table_failures(cases: pd.DataFrame, table: TableSpec, source: str) -> None:

@@ -55,30 +55,37 @@ def trailing_windows(
     if anchors is not None and anchor_time is not None and len(anchors):
         at_keys.append(anchors[key].to_numpy("int64"))
         at_ns.append(anchors[anchor_time].to_numpy("datetime64[ns]").astype("int64"))
-    rows = pd.DataFrame({key: np.concatenate(at_keys), "_ns": np.concatenate(at_ns)})
-    rows = rows.drop_duplicates().sort_values([key, "_ns"], kind="stable", ignore_index=True)
+    row_keys, row_ns = np.concatenate(at_keys), np.concatenate(at_ns)
+    order = np.lexsort((row_ns, row_keys))
+    row_keys, row_ns = row_keys[order], row_ns[order]
+    first = np.ones(len(row_keys), dtype=bool)  # the first of each (key, time)
+    first[1:] = (row_keys[1:] != row_keys[:-1]) | (row_ns[1:] != row_ns[:-1])
+    row_keys, row_ns = row_keys[first], row_ns[first]
 
     # Events of a key, by day, as positions in one sorted array: a window's sum is the
     # difference of two cumulative sums found by binary search.
-    _, index = np.unique(np.concatenate([active_keys, rows[key].to_numpy()]), return_inverse=True)
+    _, index = np.unique(np.concatenate([active_keys, row_keys]), return_inverse=True)
     slot_events, slot_rows = index[: len(active_keys)], index[len(active_keys) :]
     positions = slot_events * _SPAN + active_days + _SPAN // 2
-    row_days = np.floor_divide(rows["_ns"].to_numpy(), DAY_NS)
-    until = slot_rows * _SPAN + row_days + _SPAN // 2  # events on days before the row's day
-    high = np.searchsorted(positions, until, side="left")
-    out: dict[str, object] = {
-        key: rows[key].to_numpy("int64"),
-        stamp: pd.to_datetime(rows["_ns"].to_numpy(), utc=True),
-    }
+    until = slot_rows * _SPAN + np.floor_divide(row_ns, DAY_NS) + _SPAN // 2
+    high = np.searchsorted(positions, until, side="left")  # events on days before the row's
+    lows = {w: np.searchsorted(positions, until - w, side="left") for w in days}
+    columns: dict[str, np.ndarray] = {}
     for name, column in sums.items():
         csum = np.concatenate([[0.0], np.cumsum(daily[name].to_numpy("float64"))])
         for w in days:
-            low = np.searchsorted(positions, until - w, side="left")
-            values = csum[high] - csum[low]
-            out[f"{name}_{w}d"] = values.round().astype("int64") if column is None else values
-    frame = pd.DataFrame(out)
-    values = frame.drop(columns=[stamp]).to_numpy("float64")
-    same = np.zeros(len(frame), dtype=bool)
-    if len(frame) > 1:
-        same[1:] = (values[1:] == values[:-1]).all(axis=1)  # same key and same values
-    return frame[~same].reset_index(drop=True)
+            values = csum[high] - csum[lows[w]]
+            columns[f"{name}_{w}d"] = values.round().astype("int64") if column is None else values
+    # a row equal to the previous one of its key changes nothing
+    keep = np.ones(len(row_keys), dtype=bool)
+    same = row_keys[1:] == row_keys[:-1]
+    for values in columns.values():
+        same &= values[1:] == values[:-1]
+    keep[1:] = ~same
+    return pd.DataFrame(
+        {
+            key: row_keys[keep],
+            stamp: pd.to_datetime(row_ns[keep], utc=True),
+            **{name: values[keep] for name, values in columns.items()},
+        }
+    )

@@ -173,7 +173,7 @@ def feast_objects(spec: DatasetSpec, features_uri: str) -> list[Any]:
                     ),
                 },
             )
-    members = {**views, **odfvs}
+    members: dict[str, Any] = {**views, **odfvs}
     services = [
         FeatureService(
             name=name, features=[members[t] for t in tables], tags={"dataset": spec.name}

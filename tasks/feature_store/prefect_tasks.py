@@ -27,7 +27,6 @@ def publish_task(
     staging: str,
     output_uri: str,
     snapshot: str,
-    run: str,
     settings: StoreSettings | None,
     now: datetime,
     max_skew_rate: float,
@@ -35,7 +34,7 @@ def publish_task(
     keep: int,
 ) -> dict[str, SkewReport] | None:
     return publish_run(
-        spec, staging, output_uri, snapshot, run, settings, now, max_skew_rate, sample, keep
+        spec, staging, output_uri, snapshot, settings, now, max_skew_rate, sample, keep
     )
 
 

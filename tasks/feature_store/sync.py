@@ -20,7 +20,6 @@ from tasks.data.publish import (
     current_snapshot,
     discard,
     features_uri,
-    keep_quarantine,
     prune,
     seal,
     snapshot_uri,
@@ -143,20 +142,18 @@ def publish_run(
     staging: str,
     output_uri: str,
     snapshot: str,
-    run: str,
     settings: StoreSettings | None,
     now: datetime,
     max_skew_rate: float,
     sample: int,
     keep: int,
 ) -> dict[str, SkewReport] | None:
-    """A built run, published: its quarantine kept, its tables sealed as `snapshot`, published
-    offline and (with `settings`) online together, older snapshots pruned. Whatever fails,
+    """A built and checked run, published: its tables sealed as `snapshot`, published offline
+    and (with `settings`) online together, older snapshots pruned. Whatever fails,
     `BaseException` included, readers see the previous state or this one, never a mix, and
     nothing of an unpublished snapshot remains."""
     reports = None
     try:
-        keep_quarantine(staging, output_uri, run)
         seal(staging, output_uri, snapshot)
         if settings is None:
             switch(output_uri, snapshot)

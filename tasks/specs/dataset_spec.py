@@ -67,6 +67,9 @@ class ColumnSpec(Strict):
     dtype: Dtype
     nullable: bool = False
     max_null_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    allow_inf: bool = Field(
+        default=False, description="Accept +inf and -inf (float64): quarantined otherwise."
+    )
     checks: list[CheckSpec] = Field(default_factory=list)
 
 
@@ -77,6 +80,13 @@ class TableSpec(Strict):
     primary_key: list[str] = Field(min_length=1)
     timestamp: str
     columns: dict[str, ColumnSpec] = Field(min_length=1)
+    max_reject_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of rows that may be quarantined before the run fails; default: the "
+        "dataset's.",
+    )
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> TableSpec:
@@ -102,6 +112,11 @@ class FeatureTableSpec(Strict):
     ttl_days: int = Field(default=365, ge=1, le=3650, description="How long a row stays valid.")
     categorical: list[str] = Field(
         default_factory=list, description="Output features that are integer category codes."
+    )
+    non_finite: Literal["fail", "null"] = Field(
+        default="fail",
+        description="A transform's +inf/-inf output (a division by zero): fail the run, or "
+        "write it as missing.",
     )
     description: str = ""
 
@@ -227,6 +242,12 @@ class DatasetSpec(Strict):
     description: str
     entities: dict[str, EntitySpec] = Field(min_length=1)
     source: SourceSpec
+    max_reject_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of a table's rows that may be quarantined before the run fails.",
+    )
     timestamp_field: str = "event_timestamp"
     label: LabelSpec
     tables: dict[str, TableSpec] = Field(min_length=1)
@@ -317,6 +338,10 @@ class DatasetSpec(Strict):
         """The join keys an entity row needs for a feature service."""
         entities = [self.feature_tables[t].entity for t in self.service_tables(service)]
         return list(dict.fromkeys(k for e in entities for k in self.entities[e].join_keys))
+
+    def reject_rate_limit(self, table: str) -> float:
+        limit = self.tables[table].max_reject_rate
+        return self.max_reject_rate if limit is None else limit
 
     def transform_fn(self, feature_table: str) -> Callable[..., Any]:
         return import_object(self.feature_tables[feature_table].transform)

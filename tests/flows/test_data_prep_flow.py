@@ -11,6 +11,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
 from tasks.data.publish import current_snapshot, features_uri
+from tasks.data.quality import DataRejectedError
 from tasks.data.raw_checks import DataValidationError
 
 pytestmark = pytest.mark.flows
@@ -47,6 +48,7 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
             output_uri=str(out),
             dask_cluster_block="threads",
             feature_repo_block="tmp-feast",
+            max_reject_rate=0.3,  # tiny files: at least 4 defective rows in each
         )
     )
     assert result.rows_rejected > 0
@@ -92,6 +94,7 @@ def test_failed_run_leaves_previous_tables_intact(raw: Path, tmp_path: Path) -> 
             output_uri=str(out),
             dask_cluster_block="threads",
             feature_repo_block="tmp-feast",
+            max_reject_rate=0.3,  # tiny files: at least 4 defective rows in each
         )
     )
     before = _tree(out)
@@ -106,7 +109,10 @@ def test_failed_run_leaves_previous_tables_intact(raw: Path, tmp_path: Path) -> 
     ):
         data_prep(
             DataPrepParams(
-                source_uri=str(broken), output_uri=str(out), dask_cluster_block="threads"
+                source_uri=str(broken),
+                output_uri=str(out),
+                dask_cluster_block="threads",
+                max_reject_rate=0.3,
             )
         )
     assert _tree(out) == before  # the published snapshot, the pointer: all as they were
@@ -121,3 +127,70 @@ def test_missing_source_fails_naming_the_path(tmp_path: Path) -> None:
                 dask_cluster_block="threads",
             )
         )
+
+
+def test_a_run_that_rejects_a_whole_table_publishes_nothing(raw: Path, tmp_path: Path) -> None:
+    """Every customer with a null signup time: the run fails naming the table, the rate and
+    the reasons, the quarantine is kept, nothing is published, and the checks are an
+    artifact with the failure first."""
+    out = tmp_path / "out"
+    params = {
+        "output_uri": str(out),
+        "dask_cluster_block": "threads",
+        "feature_repo_block": "tmp-feast",
+        "max_reject_rate": 0.3,
+    }
+    first = data_prep(DataPrepParams(source_uri=str(raw), **params))
+    assert first.quality_warnings == []  # the first run: nothing to compare, passes
+    published = _tree(out / "snapshots")
+    broken = tmp_path / "broken"
+    shutil.copytree(raw, broken)
+    for part in (broken / "customers").iterdir():
+        pd.read_parquet(part).assign(signup_ts=pd.NaT).to_parquet(part, index=False)
+    with pytest.raises(
+        DataRejectedError,
+        match=r"table 'customers': reject_rate: 100.0% of 150 rows rejected \(max_reject_rate "
+        r"30.0%\); top reasons: signup_ts: not_null: 150",
+    ):
+        data_prep(DataPrepParams(source_uri=str(broken), **params))
+    assert current_snapshot(str(out)) == first.snapshot
+    assert _tree(out / "snapshots") == published  # nothing replaced, nothing left behind
+    runs = sorted((out / "quarantine").iterdir())
+    assert len(runs) == 2 and len(pd.read_parquet(runs[-1] / "customers")) == 150
+
+    import asyncio
+
+    checks = max(asyncio.run(_artifacts("data-prep-credit-risk-checks")), key=lambda a: a.created)
+    rows = checks.data if isinstance(checks.data, list) else __import__("json").loads(checks.data)
+    failing = [r["check"] for r in rows if r["result"] == "FAIL"]
+    assert [r["result"] for r in rows[:3]] == ["FAIL"] * 3  # failures first
+    assert sorted(failing) == ["empty_table", "reject_rate", "row_count"]
+    assert "3 failing, nothing published" in (checks.description or "")
+
+
+def test_the_cli_names_the_error_and_its_kind_without_a_traceback(tmp_path: Path, capfd) -> None:
+    from flows.cli import EXIT_BAD_PARAMETERS, EXIT_DATA_REJECTED, main
+
+    with pytest.raises(SystemExit) as bad:
+        main(["run", "data-prep", "--param", "colour=red"])
+    assert bad.value.code == EXIT_BAD_PARAMETERS
+    with pytest.raises(SystemExit) as rejected:
+        main(
+            [
+                "run",
+                "data-prep",
+                "--no-server",
+                "--param",
+                f"source_uri={tmp_path / 'nowhere'}",
+                "--param",
+                f"output_uri={tmp_path / 'out'}",
+                "--param",
+                "dask_cluster_block=threads",
+            ]
+        )
+    assert rejected.value.code == EXIT_DATA_REJECTED
+    shown = capfd.readouterr()
+    assert "mlops: error: invalid parameters for DataPrepParams: colour" in shown.err
+    assert "mlops: error: DataValidationError: " in shown.err
+    assert "nowhere/customers: path does not exist" in shown.err
+    assert "Traceback" not in shown.err + shown.out

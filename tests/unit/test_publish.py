@@ -57,9 +57,8 @@ def _stage(features: Path, output: Path, snapshot: str, income_factor: float) ->
 def _run(spec, root: Path, features: Path, factor: float) -> str:
     snapshot = new_snapshot_id()
     staging = _stage(features, root / "out", snapshot, factor)
-    sync.publish_run(
-        spec, staging, str(root / "out"), snapshot, snapshot, _settings(root), NOW, 0.0, 50, 2
-    )
+    publish.keep_quarantine(staging, str(root / "out"), snapshot)
+    sync.publish_run(spec, staging, str(root / "out"), snapshot, _settings(root), NOW, 0.0, 50, 2)
     return snapshot
 
 
@@ -148,7 +147,6 @@ def _raise_on_second_call(real: Callable[..., Any], exc: type[BaseException]):
 
 
 STEPS = [
-    ("keep_quarantine", sync, "keep_quarantine", _raise_before),
     ("seal", sync, "seal", _raise_before),
     ("after seal", sync, "seal", _raise_after),
     ("apply", sync, "apply_definitions", _raise_before),

@@ -87,8 +87,10 @@ def test_cli_lists_models_versions_and_one_version(tmp_path: Path, capsys) -> No
     assert "churn v1" in listing and "champion" in listing
     main(["models", "churn", "champion", "--root", str(tmp_path)])
     assert '"auc": 0.9' in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="model 'churn' has no version 3"):
+    with pytest.raises(SystemExit) as missing:
         main(["models", "churn", "3", "--root", str(tmp_path)])
+    assert missing.value.code == 2  # a bad parameter, said in one line
+    assert "mlops: error: model 'churn' has no version 3" in capsys.readouterr().err
 
 
 def test_records_attach_evidence_without_touching_the_version(tmp_path: Path) -> None:

@@ -46,8 +46,9 @@ def test_init_on_the_credit_risk_sample(tmp_path: Path, capsys) -> None:
     raw = yaml.safe_load(out.read_text())
     assert raw["label"]["column"] == "defaulted_90d"  # the only 0/1 column
     assert raw["entities"] == {"application": {"join_keys": ["application_id"]}}
-    with pytest.raises(FileExistsError):
+    with pytest.raises(SystemExit) as exists:
         main(["datasets", "init", "credit_copy", "--from", str(sample), "--out", str(out)])
+    assert exists.value.code == 2 and "exists; not overwriting" in capsys.readouterr().err
 
 
 def test_init_on_the_rides_sample_with_mixed_offsets(tmp_path: Path) -> None:
