@@ -384,7 +384,7 @@ def online(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--entities", type=int, default=1_000_000)
+    parser.add_argument("--entities", type=int, default=200_000)
     parser.add_argument("--transactions", type=int, default=2_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lookups", type=int, default=500, help="per path and size, 20 warm-up")
