@@ -109,6 +109,7 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     try:
         report = build_features_task.submit(spec, plan, staging, now, access).result()
         keep_quarantine_task(staging, output_uri, snapshot)  # kept whatever the checks say
+        report_data_prep(spec.name, report, output_uri)
         checks = check_quality_task(
             spec,
             report,
@@ -140,7 +141,6 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     ]
     for warning in warnings:
         logger.warning("data-quality warning: %s", warning)
-    report_data_prep(spec.name, report, output_uri)
     if skew is not None:
         report_skew(spec.name, skew)
     logger.info(

@@ -81,10 +81,11 @@ def publish_snapshot(
     """Apply the definitions, materialize `snapshot` as of `now`, check skew (past
     `max_skew_rate` a SkewError), then publish it offline and online together."""
     root = absolute_uri(output_uri)
-    apply_definitions(open_store(settings), spec, f"{root}/{FEATURES}")
+    store = open_store(settings)
+    apply_definitions(store, spec, f"{root}/{FEATURES}")
     if settings.online_store != "sqlite":
         return _publish_live(spec, settings, output_uri, snapshot, now, max_skew_rate, sample, seed)
-    path = online_path(open_store(settings).config)
+    path = online_path(store.config)
     project = settings.project
     views = [view_name(spec, t) for t in spec.feature_tables]
     staged = open_store(settings, stage=snapshot, pins={root: snapshot})
