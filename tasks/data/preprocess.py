@@ -9,6 +9,7 @@ key range instead of being broadcast whole.
 from __future__ import annotations
 
 import itertools
+import warnings
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -424,7 +425,8 @@ def partition_stats(frame: pd.DataFrame) -> pd.DataFrame:
             "nulls": frame.isna().sum().to_numpy(dtype="float64"),
         }
     ).set_index("feature")
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-null column: min/max NaN
         moments = pd.DataFrame(
             {
                 "infinite": infinite.sum(axis=0).astype("float64"),
