@@ -152,8 +152,10 @@ def compare(
     current: dict[str, Any],
     policy: QualityPolicy,
     allow_empty: bool = False,
+    identifiers: frozenset[str] = frozenset(),
 ) -> list[QualityCheck]:
-    """The run against the last published one; the first run passes and says so."""
+    """The run against the last published one; the first run passes and says so. Columns in
+    `identifiers` (join keys, timestamps: new ones are expected) get no feature checks."""
     if previous is None:
         return [
             QualityCheck(
@@ -194,7 +196,7 @@ def compare(
         )
         for feature, stats in now["features"].items():
             ref = before["features"].get(feature)
-            if ref is not None:
+            if ref is not None and feature not in identifiers:
                 out += _feature_checks(table, feature, ref, stats, policy)
     return out
 
@@ -294,8 +296,8 @@ def check_rows(checks: list[QualityCheck]) -> list[dict[str, Any]]:
             "check": c.check,
             "table": c.table,
             "feature": c.feature,
-            "value": "-" if c.value is None else f"{c.value:.4g}",
-            "threshold": "-" if c.threshold is None else f"{c.threshold:.4g}",
+            "value": "" if c.value is None else f"{c.value:.4g}",
+            "threshold": "" if c.threshold is None else f"{c.threshold:.4g}",
             "detail": c.detail,
         }
         for c in order
@@ -318,5 +320,11 @@ def quality_checks(
     return [
         *reject_rates(spec, report, max_reject_rate),
         *non_finite(spec, summary),
-        *compare(read_summary(previous_snapshot), summary, policy, allow_empty),
+        *compare(
+            read_summary(previous_snapshot),
+            summary,
+            policy,
+            allow_empty,
+            frozenset([*spec.join_keys(), spec.timestamp_field]),
+        ),
     ]

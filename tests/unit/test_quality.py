@@ -167,6 +167,9 @@ def test_the_same_data_again_passes_every_check(reference) -> None:
     checks = compare(reference, reference, QualityPolicy())
     assert checks and all(c.passed for c in checks)
     assert {c.check for c in checks} >= {"row_count", "null_rate", "mean", "range"}
+    keys = frozenset({"customer_id", "event_timestamp"})  # new ids and times are expected
+    checks = compare(reference, reference, QualityPolicy(), identifiers=keys)
+    assert not {c.feature for c in checks} & keys
 
 
 def test_halving_the_rows_fails_against_the_previous_snapshot(
