@@ -63,6 +63,7 @@ from tasks.feature_store.store import (
     online_reader,
     open_store,
     stored_features,
+    stored_refs,
     training_set,
 )
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
@@ -347,7 +348,7 @@ def online(
     }
     reader = online_reader(store, SERVICE)
 
-    refs = [f"{v}:{f}" for v, names in stored_features(store, SERVICE).items() for f in names]
+    refs = stored_refs(stored_features(store, SERVICE))
 
     def sdk(target: FeatureStore) -> Callable[[list[dict]], Any]:
         return lambda rows: target.get_online_features(features=refs, entity_rows=rows).to_dict()

@@ -129,6 +129,11 @@ def _service(store: FeatureStore, name: str) -> FeatureService:
         raise FeatureStoreError(f"feature service '{name}' does not exist; known: {known}") from exc
 
 
+def stored_refs(views: dict[str, list[str]]) -> list[str]:
+    """`stored_features`' views as Feast feature references, `view:feature`."""
+    return [f"{view}:{feature}" for view, names in views.items() for feature in names]
+
+
 def stored_features(store: FeatureStore, service: str) -> dict[str, list[str]]:
     """The service's stored views (not its on-demand ones) -> their feature names, in order."""
     on_demand = {v.name for v in store.list_on_demand_feature_views()}
@@ -165,11 +170,11 @@ def training_set(
     """Point-in-time correct features for each (entity, timestamp) row of `entity_df`; the
     service's on-demand features are computed from the frame's request fields, unless
     `stored_only` (then the frame needs no request fields)."""
-    fs = _service(store, service)
     if stored_only:
-        refs = [f"{v}:{f}" for v, names in stored_features(store, service).items() for f in names]
+        refs = stored_refs(stored_features(store, service))
         job = store.get_historical_features(entity_df=entity_df, features=refs)
     else:
+        fs = _service(store, service)  # an unknown service named before the frame is checked
         check_entity_frame(spec, entity_df, service)
         job = store.get_historical_features(entity_df=entity_df, features=fs)
     return job.to_df()
@@ -230,8 +235,8 @@ def online_features(
         raise FeatureStoreError(f"entity rows lack join key(s) {missing}")
     if store.config.online_store.type != ONLINE_STORE_TYPE:
         views = stored_features(store, service)
-        refs = [f"{v}:{f}" for v, names in views.items() for f in names]
-        frame = store.get_online_features(features=refs, entity_rows=entities).to_df()
+        frame = store.get_online_features(features=stored_refs(views), entity_rows=entities)
+        frame = frame.to_df()
         features = [f for names in views.values() for f in names]
         return frame[[*spec.service_keys(service), *features]]  # Feast's order is a set's
     reader = online_reader(store, service)
@@ -263,14 +268,15 @@ def view_descriptions(store: FeatureStore, service: str) -> list[dict[str, Any]]
     return views
 
 
+def feature_set(store: FeatureStore, service: str) -> tuple[str, dict[str, str]]:
+    """The feature set's fingerprint (deployments/fingerprint.py) and, per view, the digest of
+    its description (what tells which table changed), from one read of the registry."""
+    views = view_descriptions(store, service)
+    return feature_set_fingerprint(service, views), view_digest_map(views)
+
+
 def fingerprint(store: FeatureStore, service: str) -> str:
-    """The feature set's fingerprint (deployments/fingerprint.py) from `view_descriptions`."""
-    return feature_set_fingerprint(service, view_descriptions(store, service))
-
-
-def view_digests(store: FeatureStore, service: str) -> dict[str, str]:
-    """Per view, the digest of its description: what tells which table changed."""
-    return view_digest_map(view_descriptions(store, service))
+    return feature_set(store, service)[0]
 
 
 def run_feast_cli(repo_path: str, command: str, data_root: str | None = None) -> str:

@@ -12,11 +12,10 @@ import pandas as pd
 from tasks.data.publish import LABELS, absolute_uri, features_uri
 from tasks.feature_store.store import (
     StoreSettings,
-    fingerprint,
+    feature_set,
     labelled_set,
     service_features,
     snapshot_store,
-    view_digests,
 )
 from tasks.specs.dataset_spec import DatasetSpec
 
@@ -47,14 +46,8 @@ def load_labelled_set(
     labels = pd.read_parquet(f"{features_uri(absolute_uri(data_uri), snapshot)}/{LABELS}")
     features, categorical = service_features(store, spec, service)
     frame = labelled_set(store, spec, labels, service)
-    return LabelledSet(
-        frame,
-        features,
-        categorical,
-        fingerprint(store, service),
-        view_digests(store, service),
-        snapshot,
-    )
+    fingerprint, views = feature_set(store, service)
+    return LabelledSet(frame, features, categorical, fingerprint, views, snapshot)
 
 
 @dataclass(frozen=True)

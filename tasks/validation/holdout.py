@@ -12,10 +12,9 @@ from deployments.predictor import LoadedModel
 from tasks.data.publish import LABELS, absolute_uri, features_uri
 from tasks.feature_store.store import (
     StoreSettings,
-    fingerprint,
+    feature_set,
     labelled_set,
     snapshot_store,
-    view_digests,
 )
 from tasks.specs.dataset_spec import DatasetSpec
 from tasks.training.training_set import outcome_known
@@ -94,15 +93,16 @@ def test_set(
     candidate = models[0]
     service = candidate.metadata["feature_service"]
     nulls = frame[candidate.features].isna().mean()
+    fingerprint_now, views_now = feature_set(store, service)
     evidence = DataEvidence(
         test_rows=len(frame),
         positives=int(frame[spec.label.column].sum()),
         worst_null_feature=str(nulls.idxmax()),
         worst_null_rate=float(nulls.max()),
         fingerprint_trained=candidate.metadata["feature_fingerprint"],
-        fingerprint_now=fingerprint(store, service),
+        fingerprint_now=fingerprint_now,
         views_trained=candidate.metadata.get("feature_views", {}),
-        views_now=view_digests(store, service),
+        views_now=views_now,
         # rounded outwards to the microseconds a datetime holds: the order is kept
         test_from=frame[spec.timestamp_field].min().ceil("us").to_pydatetime(),
         trained_to=seen.floor("us").to_pydatetime(),

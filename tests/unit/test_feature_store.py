@@ -17,12 +17,12 @@ from tasks.feature_store.store import (
     FeatureStoreError,
     StoreSettings,
     apply_definitions,
+    feature_set,
     fingerprint,
     materialize,
     online_features,
     open_store,
     training_set,
-    view_digests,
 )
 from tasks.feature_store.sync import publish_snapshot
 
@@ -165,7 +165,7 @@ def test_on_demand_features_through_feast_are_the_function_itself(credit_spec, s
 def test_fingerprint_sees_definitions_and_transform_code(
     credit_spec, store, tmp_path, monkeypatch
 ) -> None:
-    fp, views = fingerprint(store, SERVICE), view_digests(store, SERVICE)
+    fp, views = feature_set(store, SERVICE)
     assert fp.startswith(f"{SERVICE}:") and fp == fingerprint(store, SERVICE)
     other = open_store(_settings(tmp_path / "other"))
     apply_definitions(other, credit_spec, "/elsewhere/features")  # same definitions, other data
@@ -173,7 +173,7 @@ def test_fingerprint_sees_definitions_and_transform_code(
 
     apply_definitions(other, _with_ttl(credit_spec, "transaction_windows", 7), "/x/features")
     assert fingerprint(other, SERVICE) != fp
-    assert changed_views(views, view_digests(other, SERVICE)) == [
+    assert changed_views(views, feature_set(other, SERVICE)[1]) == [
         "credit_risk__transaction_windows"
     ]
 
@@ -193,7 +193,7 @@ def test_fingerprint_sees_definitions_and_transform_code(
     )
     apply_definitions(other, spec, "/x/features")
     assert fingerprint(other, SERVICE) != fp
-    assert changed_views(views, view_digests(other, SERVICE)) == [
+    assert changed_views(views, feature_set(other, SERVICE)[1]) == [
         "credit_risk__transaction_windows"
     ]
 

@@ -21,6 +21,7 @@ from tasks.feature_store.store import (
     online_reader,
     open_store,
     stored_features,
+    stored_refs,
 )
 
 pytestmark = pytest.mark.unit
@@ -109,7 +110,7 @@ def online_features_sdk(store: FeatureStore, rows: list[dict]) -> pd.DataFrame:
 
 def _refs(store: FeatureStore) -> list[str]:
     """The service's stored features (its on-demand ones need request data)."""
-    return [f"{v}:{f}" for v, names in stored_features(store, SERVICE).items() for f in names]
+    return stored_refs(stored_features(store, SERVICE))
 
 
 def test_tables_of_feasts_layout_are_replaced(credit_spec, stores, tiny_features, tmp_path):
