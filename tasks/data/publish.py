@@ -74,15 +74,32 @@ def features_uri(output_uri: str, snapshot: str | None = None) -> str:
     return _join(snapshot_uri(output_uri, snapshot), FEATURES)
 
 
+def _logical(path: str) -> tuple[str, str] | None:
+    """`(<output>, <table>)` of a logical table path `<output>/features/<table>`."""
+    head, _, table = path.rstrip("/").rpartition("/")
+    output, _, folder = head.rpartition("/")
+    return (output, table) if folder == FEATURES and output else None
+
+
 def resolve_table_path(path: str, pins: dict[str, str] | None = None) -> str:
     """A logical table path `<output>/features/<table>` as the physical one: in the snapshot
     pinned for `<output>`, else in the published one."""
-    head, _, table = path.rstrip("/").rpartition("/")
-    output, _, folder = head.rpartition("/")
-    if folder != FEATURES or not output:
+    logical = _logical(path)
+    if logical is None:
         return path
-    pinned = (pins or {}).get(output)
-    return _join(features_uri(output, pinned), table)
+    output, table = logical
+    return _join(features_uri(output, (pins or {}).get(output)), table)
+
+
+def pin_published(paths: list[str], pins: dict[str, str] | None = None) -> dict[str, str]:
+    """`pins` plus, for every other output behind the logical `paths`, the snapshot published
+    now: a read that resolves through them sees one snapshot per output, whatever is
+    published meanwhile."""
+    pinned = dict(pins or {})
+    for output in {logical[0] for p in paths if (logical := _logical(p)) is not None}:
+        if output not in pinned and (snapshot := current_snapshot(output)) is not None:
+            pinned[output] = snapshot
+    return pinned
 
 
 def seal(staging: str, output_uri: str, snapshot: str) -> str:

@@ -35,7 +35,7 @@ from feast.repo_config import RepoConfig
 from feast.utils import _get_requested_feature_views_to_features_dict
 from pydantic import Field
 
-from tasks.data.publish import resolve_table_path
+from tasks.data.publish import pin_published, resolve_table_path
 
 ENTITY_TS = "event_timestamp"
 _ROW = "__entity_row"
@@ -106,7 +106,8 @@ class AsOfFileOfflineStore(DaskOfflineStore):
         repo_path = Path(config.repo_path or ".")
         timestamps = pd.to_datetime(entity_df[ENTITY_TS], utc=True)
 
-        pins = _pins(config)
+        # every view of this read from the snapshots published when it starts
+        pins = pin_published([_source_path(v, repo_path) for v in requested], _pins(config))
 
         def evaluate() -> dd.DataFrame:
             result = point_in_time_join(entity_df, requested, repo_path, full_feature_names, pins)
@@ -170,6 +171,11 @@ def point_in_time_join(
     return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
 
 
+def _source_path(view: FeatureView, repo_path: Path) -> str:
+    path = str(view.batch_source.path)  # type: ignore[attr-defined]
+    return path if Path(path).is_absolute() or "://" in path else str(repo_path / path)
+
+
 def _read_source(
     view: FeatureView,
     features: list[str],
@@ -186,12 +192,7 @@ def _read_source(
     """
     start, end = window
     source: Any = view.batch_source
-    path = (
-        source.path
-        if Path(source.path).is_absolute() or "://" in source.path
-        else str(repo_path / source.path)
-    )
-    path = resolve_table_path(path, pins)
+    path = resolve_table_path(_source_path(view, repo_path), pins)
     ts_field = source.timestamp_field
     columns = [c.name for c in view.entity_columns] + [ts_field] + list(features)
     # Arrow takes the bounds at microseconds: round outwards so no nanosecond row is lost

@@ -119,6 +119,25 @@ def test_readers_resolve_the_pointer_once(credit_spec, tiny_features, published,
     assert _plain(old["annual_income"]) == published[1]
 
 
+def test_a_read_started_before_a_publish_sees_one_snapshot(
+    credit_spec, tiny_features, published, tmp_path
+) -> None:
+    """An unpinned store resolves the pointer when a read starts, for all its views."""
+    root = tmp_path / "root"
+    shutil.copytree(published[0], root)
+    store = open_store(_settings(root))  # no pins
+    entity_df = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": NOW})
+    job = store.get_historical_features(
+        entity_df=entity_df,
+        features=[
+            "credit_risk__customer_profile:annual_income",
+            "credit_risk__transaction_windows:txn_count_7d",
+        ],
+    )
+    _run(credit_spec, root, tiny_features, 2.0)  # published while the read is under way
+    assert _plain(job.to_df()["annual_income"]) == published[1]
+
+
 def _raise_before(real: Callable[..., Any], exc: type[BaseException]) -> Callable[..., Any]:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         raise exc("injected")
