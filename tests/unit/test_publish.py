@@ -18,6 +18,7 @@ from tasks.feature_store import sync
 from tasks.feature_store.online_store import RowSqliteOnlineStore
 from tasks.feature_store.store import (
     StoreSettings,
+    apply_definitions,
     online_features,
     open_store,
     snapshot_store,
@@ -80,6 +81,14 @@ def _scaled(values: list[float | None], factor: float) -> list[float | None]:
     return [None if v is None else v * factor for v in values]
 
 
+def _copy(spec, published: Path, tmp_path: Path) -> Path:
+    """A copy of a published root whose Feast registry points at the copy's own tables."""
+    root = tmp_path / "root"
+    shutil.copytree(published, root)
+    apply_definitions(open_store(_settings(root)), spec, f"{root / 'out'}/features")
+    return root
+
+
 @pytest.fixture(scope="module")
 def published(credit_spec, tiny_features: Path, tmp_path_factory):
     """One published run (incomes x1): its root and the incomes readers see."""
@@ -93,8 +102,7 @@ def published(credit_spec, tiny_features: Path, tmp_path_factory):
 def test_a_run_becomes_visible_at_once_and_old_runs_are_pruned(
     credit_spec, tiny_features, published, tmp_path
 ) -> None:
-    root = tmp_path / "root"
-    shutil.copytree(published[0], root)
+    root = _copy(credit_spec, published[0], tmp_path)
     first = current_snapshot(str(root / "out"))
     second = _run(credit_spec, root, tiny_features, 2.0)
     offline, online = _incomes(credit_spec, root)
@@ -110,8 +118,7 @@ def test_a_run_becomes_visible_at_once_and_old_runs_are_pruned(
 
 def test_readers_resolve_the_pointer_once(credit_spec, tiny_features, published, tmp_path):
     """A store opened before a publish keeps reading its snapshot to the end."""
-    root = tmp_path / "root"
-    shutil.copytree(published[0], root)
+    root = _copy(credit_spec, published[0], tmp_path)
     before, _ = snapshot_store(_settings(root), str(root / "out"))
     _run(credit_spec, root, tiny_features, 2.0)
     entity_df = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": NOW})
@@ -123,8 +130,7 @@ def test_a_read_started_before_a_publish_sees_one_snapshot(
     credit_spec, tiny_features, published, tmp_path
 ) -> None:
     """An unpinned store resolves the pointer when a read starts, for all its views."""
-    root = tmp_path / "root"
-    shutil.copytree(published[0], root)
+    root = _copy(credit_spec, published[0], tmp_path)
     store = open_store(_settings(root))  # no pins
     entity_df = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": NOW})
     job = store.get_historical_features(
@@ -185,8 +191,7 @@ STEPS = [
 def test_an_interrupted_publish_leaves_old_or_new_never_a_mix(
     credit_spec, tiny_features, published, tmp_path, monkeypatch, step, owner, name, inject
 ) -> None:
-    root = tmp_path / "root"
-    shutil.copytree(published[0], root)
+    root = _copy(credit_spec, published[0], tmp_path)
     old = current_snapshot(str(root / "out"))
     state = published[1]
     for factor, exc in ((2.0, KeyboardInterrupt), (3.0, SystemExit)):
