@@ -26,7 +26,8 @@ class HoldoutError(ValueError):
 
 
 def read_labels(uri: str, spec: DatasetSpec) -> pd.DataFrame:
-    """Labelled entity rows (join keys, timestamp, label) from Parquet at `uri`."""
+    """Labelled entity rows (join keys, timestamp, label) from Parquet at `uri`; rows whose
+    label is not known yet stay: they still mark how far the data reaches."""
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         raise HoldoutError(f"{uri}: no labelled rows there (run data_prep, or pass labels_uri)")
@@ -35,8 +36,7 @@ def read_labels(uri: str, spec: DatasetSpec) -> pd.DataFrame:
     for what, column in (("label", label), ("timestamp", spec.timestamp_field)):
         if column not in frame.columns:
             raise HoldoutError(f"{uri}: the test set has no {what} column '{column}'")
-    frame = frame.dropna(subset=[label])
-    if frame.empty:
+    if frame[label].isna().all():
         raise HoldoutError(f"{uri}: no row has a value in label column '{label}'")
     return frame
 
