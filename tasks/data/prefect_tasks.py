@@ -99,9 +99,7 @@ def check_quality_task(
     """The guards, published as a table (failures first) before a failure stops the run."""
     current = current_snapshot(output_uri)
     previous = snapshot_uri(output_uri, current) if current else None
-    checks = quality_checks(
-        spec, report, staging, previous, policy, allow_empty, max_reject_rate
-    )
+    checks = quality_checks(spec, report, staging, previous, policy, allow_empty, max_reject_rate)
     failing = sum(c.failing for c in checks)
     create_table_artifact(
         table=check_rows(checks),

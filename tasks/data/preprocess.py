@@ -9,8 +9,8 @@ key range instead of being broadcast whole.
 from __future__ import annotations
 
 import itertools
-import warnings
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any

@@ -221,28 +221,54 @@ def _feature_checks(
     if ref.get("null_rate") is not None and now.get("null_rate") is not None:
         rise = now["null_rate"] - ref["null_rate"]
         out.append(
-            _limit("null_rate", table, feature, rise, policy.null_rate_rise,
-                   f"null rate {ref['null_rate']:.3f} -> {now['null_rate']:.3f}")
+            _limit(
+                "null_rate",
+                table,
+                feature,
+                rise,
+                policy.null_rate_rise,
+                f"null rate {ref['null_rate']:.3f} -> {now['null_rate']:.3f}",
+            )
         )
     std = ref.get("std") or 0.0
     if std > 0 and ref.get("mean") is not None and now.get("mean") is not None:
         shift = abs(now["mean"] - ref["mean"]) / std
         out.append(
-            _limit("mean", table, feature, shift, policy.mean_shift,
-                   f"mean {ref['mean']:.4g} -> {now['mean']:.4g}: {shift:.1f} reference std")
+            _limit(
+                "mean",
+                table,
+                feature,
+                shift,
+                policy.mean_shift,
+                f"mean {ref['mean']:.4g} -> {now['mean']:.4g}: {shift:.1f} reference std",
+            )
         )
         if None not in (ref.get("min"), ref.get("max"), now.get("min"), now.get("max")):
             beyond = max(ref["min"] - now["min"], now["max"] - ref["max"], 0.0) / std
             out.append(
-                _limit("range", table, feature, beyond, policy.range_shift,
-                       f"range [{ref['min']:.4g}, {ref['max']:.4g}] -> "
-                       f"[{now['min']:.4g}, {now['max']:.4g}]: {beyond:.1f} reference std beyond")
+                _limit(
+                    "range",
+                    table,
+                    feature,
+                    beyond,
+                    policy.range_shift,
+                    f"range [{ref['min']:.4g}, {ref['max']:.4g}] -> "
+                    f"[{now['min']:.4g}, {now['max']:.4g}]: {beyond:.1f} reference std beyond",
+                )
             )
     then, cats = ref.get("categories"), now.get("categories")
     if then is not None and cats is not None:
         for check, values, action in (
-            ("new_categories", sorted(set(map(str, cats)) - set(map(str, then))), policy.new_categories),
-            ("vanished_categories", sorted(set(map(str, then)) - set(map(str, cats))), policy.vanished_categories),
+            (
+                "new_categories",
+                sorted(set(map(str, cats)) - set(map(str, then))),
+                policy.new_categories,
+            ),
+            (
+                "vanished_categories",
+                sorted(set(map(str, then)) - set(map(str, cats))),
+                policy.vanished_categories,
+            ),
         ):
             out.append(
                 QualityCheck(
@@ -280,7 +306,8 @@ def enforce(checks: list[QualityCheck]) -> None:
     failing = [c for c in checks if c.failing]
     if failing:
         lines = "; ".join(
-            f"table '{c.table}'" + (f" feature '{c.feature}'" if c.feature else "")
+            f"table '{c.table}'"
+            + (f" feature '{c.feature}'" if c.feature else "")
             + f": {c.check}: {c.detail}"
             for c in failing
         )
