@@ -14,7 +14,7 @@ def prep_rows(report: PrepReport) -> list[dict[str, object]]:
             "rows_rejected": sum(t.rejected.values()),
             "rows_out": t.rows_out,
             "rejected_by_rule": ", ".join(f"{k}: {v}" for k, v in sorted(t.rejected.items()))
-            or "-",
+            or "none",
         }
         for name, t in report.tables.items()
     ]

@@ -18,13 +18,13 @@ from tasks.validation.metrics import Evaluation
 
 def _num(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return ""  # the UI's tables render a lone "-" as a list bullet
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _interval(gate: dict[str, Any]) -> str:
     if gate.get("low") is None:
-        return "-"
+        return ""
     return f"[{_num(gate['low'])}, {_num(gate['high'])}] {gate['confidence']:.0%} {gate['method']}"
 
 
@@ -87,7 +87,10 @@ def evidence_markdown(
         verdict,
         "",
         f"Test set: {evidence['data']['test_rows']:,} rows from {evidence['data']['test_from']} "
-        f"(training data to {evidence['data']['trained_to']}).",
+        f"(training data to {evidence['data']['trained_to']}, then the label's "
+        f"{evidence['data'].get('horizon_days', 0)}-day horizon; "
+        f"{evidence['data'].get('left_out_open_outcome', 0):,} rows with an open outcome "
+        "left out).",
         "",
         "## Gates",
         *markdown_table(gate_rows(evidence)),

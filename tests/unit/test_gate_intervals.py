@@ -151,7 +151,7 @@ def test_gate_rows_show_the_interval_and_the_evidence_stays_small() -> None:
     assert rows["regression:auc"]["interval"] == f"[{auc.low:.4f}, {auc.high:.4f}] 95% delong"
     assert f"[95% CI {auc.low:.4f}, {auc.high:.4f}]" in rows["regression:auc"]["detail"]
     assert rows["regression:pr_auc"]["interval"].endswith("95% bootstrap")
-    assert rows["minimum:auc"]["interval"] == "-"
+    assert rows["minimum:auc"]["interval"] == ""
     assert rows["segment:auc[r=small]"]["result"] == "not gated"
     assert list(rows)[-1] == "segment:auc[r=small]"  # failures first, reported-only last
     assert set(new.model_dump()) == {"version", "metrics", "segments"}  # no per-row arrays
