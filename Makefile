@@ -9,9 +9,11 @@ SERVING_OK := $(SERVING)/.serving-ok
 .PHONY: setup system demo test stop lint bench
 setup: system $(PLATFORM_OK) $(SERVING_OK)
 
-# Debian's redis-server backs the Redis online-store test (Feast's scale-out online store).
+# Debian's redis-server backs the Redis online-store test (Feast's scale-out online store);
+# nginx is the local serving target's ingress (canary weights, shadow mirror); wrk drives bench/serve.
 system:
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq redis-server nginx-light wrk >/dev/null; }
 
 $(PLATFORM_OK): requirements.lock pyproject.toml .ci/build_horovod.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +36,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -q
 
 stop:
+	-$(VENV)/bin/mlops serving stop
 	-$(VENV)/bin/mlops server stop
 
 lint: setup

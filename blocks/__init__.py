@@ -15,6 +15,8 @@ from blocks.data_source import DataSource
 from blocks.dataset_spec import DatasetSpecBlock, resolve_dataset
 from blocks.feature_repo import FeatureRepo
 from blocks.model_registry import ModelRegistry
+from blocks.rollout_policy import RolloutPolicy
+from blocks.serving_target import ServingTarget
 from blocks.validation_policy import ValidationPolicy
 
 B = TypeVar("B", bound=Block)
@@ -26,6 +28,8 @@ __all__ = [
     "DatasetSpecBlock",
     "FeatureRepo",
     "ModelRegistry",
+    "RolloutPolicy",
+    "ServingTarget",
     "ValidationPolicy",
     "load_or_default",
     "resolve_dataset",

@@ -127,10 +127,14 @@ class OnlineReader:
         self.features = list(seen)
 
     def read(
-        self, rows: Sequence[Mapping[str, Any]], as_of: datetime | None = None
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        as_of: datetime | None = None,
+        gaps: list[tuple[int, str, str]] | None = None,
     ) -> dict[str, list[Any]]:
         """Columns (join keys, then features) for `rows`; None where an entity has no value, or
-        only one older than the view's TTL as of `as_of` (default: now)."""
+        only one older than the view's TTL as of `as_of` (default: now). `gaps`, if given,
+        receives `(row, view, "missing" | "expired")` for each such value."""
         now_us = micros(as_of or datetime.now(UTC))
         out: dict[str, list[Any]] = {}
         for key in self.join_keys:
@@ -150,12 +154,20 @@ class OnlineReader:
             found = self._found(table, list(dict.fromkeys(keys)))
             stamped = [found.get(k) for k in keys]  # [event_us, values] or None
             self.missing[view] += sum(v is None for v in stamped)
+            if gaps is not None:
+                gaps.extend((i, view, "missing") for i, v in enumerate(stamped) if v is None)
             if ttl_us:
                 oldest = now_us - ttl_us
                 fresh = [None if v is None or v[0] < oldest else v for v in stamped]
                 self.expired[view] += sum(v is not None for v in stamped) - sum(
                     v is not None for v in fresh
                 )
+                if gaps is not None:
+                    gaps.extend(
+                        (i, view, "expired")
+                        for i, (v, f) in enumerate(zip(stamped, fresh, strict=True))
+                        if v is not None and f is None
+                    )
                 stamped = fresh
             values = [None if v is None else v[1] for v in stamped]
             for name, dtype in features:
@@ -179,6 +191,14 @@ class OnlineReader:
             (rows,) = self._conn.execute(sql, chunk).fetchone()
             found.update(json.loads(rows) if rows else {})
         return found
+
+    def ping(self) -> None:
+        """Read one row of every view's table: OnlineStoreError if the store cannot answer."""
+        for view, table, _, _, _ in self._views:
+            try:
+                self._conn.execute(f'SELECT entity_key FROM "{table}" LIMIT 1').fetchall()
+            except sqlite3.Error as exc:
+                raise OnlineStoreError(f"view '{view}': online store unreadable: {exc}") from exc
 
     def close(self) -> None:
         self._conn.close()

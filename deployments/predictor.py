@@ -112,7 +112,17 @@ def load_version(root: str | Path, name: str, ref: int | str) -> LoadedModel:
     folder = base / "versions" / str(number)
     if not (folder / "metadata.json").is_file():
         raise ModelLoadError(f"model '{name}' has no version {number} under {root}")
-    info = json.loads((folder / "metadata.json").read_text())
+    return load_folder(folder)
+
+
+def load_folder(folder: str | Path) -> LoadedModel:
+    """The version stored in `folder` (a registry version folder, or its copy in a container)."""
+    path = Path(folder)
+    try:
+        info = json.loads((path / "metadata.json").read_text())
+        name, number = str(info["name"]), int(info["version"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{path}: not a registry version folder ({exc})") from exc
     return loaded_model(
-        name, number, info["metadata"], info["files"], lambda f: (folder / f).read_bytes()
+        name, number, info["metadata"], info["files"], lambda f: (path / f).read_bytes()
     )

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from prefect import Flow
 from pydantic import BaseModel
 
+from flows.batch_scoring import BatchScoringParams, batch_scoring
 from flows.data_prep import DataPrepParams, data_prep
+from flows.deployment import DeploymentParams, deployment
 from flows.generate_data import GenerateDataParams, generate_data
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, validation
@@ -48,5 +50,17 @@ FLOWS: dict[str, RegisteredFlow] = {
         "Gate a candidate against the champion on a time-later test set; challenger or reject.",
         ValidationParams,
         "flows/validation.py:validation",
+    ),
+    "deployment": RegisteredFlow(
+        deployment,
+        "Serve the champion; canary or shadow the challenger, then promote or roll back.",
+        DeploymentParams,
+        "flows/deployment.py:deployment",
+    ),
+    "batch-scoring": RegisteredFlow(
+        batch_scoring,
+        "Score entity rows with a registered version (no server): point-in-time features, Dask.",
+        BatchScoringParams,
+        "flows/batch_scoring.py:batch_scoring",
     ),
 }

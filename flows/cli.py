@@ -135,34 +135,95 @@ def cmd_models(args: argparse.Namespace) -> None:
     from blocks import ModelRegistry, load_or_default
     from tasks.registry.store import Registry, RegistryError
 
+    words = list(args.words or [])
+    if words[:1] in (["promote"], ["rollback"]):
+        _change_champion(args, words)
+        return
+    if len(words) > 2:
+        raise SystemExit(f"mlops models: too many arguments {words}")
+    name, ref = [*words, None, None][:2]
     if args.root:
         registry = Registry(args.root)
     else:
         registry = load_or_default(ModelRegistry, args.registry_block, ModelRegistry()).registry()
     try:
-        if args.name is None:
-            for name in registry.models():
-                versions = registry.versions(name)
-                print(f"{name}: {len(versions)} version(s), aliases {registry.aliases(name)}")
-        elif args.ref is None:
-            aliases = registry.aliases(args.name)
-            for v in registry.versions(args.name):
+        if name is None:
+            for model in registry.models():
+                versions = registry.versions(model)
+                print(f"{model}: {len(versions)} version(s), aliases {registry.aliases(model)}")
+        elif ref is None:
+            aliases = registry.aliases(name)
+            for v in registry.versions(name):
                 tags = [a for a, n in aliases.items() if n == v.version]
-                decision = _last_decision(registry, args.name, v.version)
+                decision = _last_decision(registry, name, v.version)
                 print(
-                    f"{args.name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}"
+                    f"{name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}"
                     f"  validation: {decision.get('decision', '-')}"
                 )
         else:
-            version = registry.get(args.name, args.ref)
+            version = registry.get(name, ref)
             print(version.model_dump_json(indent=2))
-            for kind in ("validation", "decision"):
-                print(f"{kind} records: {registry.records(args.name, version.version, kind)}")
-            print(
-                "last decision:", json.dumps(_last_decision(registry, args.name, version.version))
-            )
+            for kind in ("validation", "decision", "rollout"):
+                print(f"{kind} records: {registry.records(name, version.version, kind)}")
+            print("last decision:", json.dumps(_last_decision(registry, name, version.version)))
     except RegistryError as exc:
         raise SystemExit(str(exc)) from exc
+
+
+def _change_champion(args: argparse.Namespace, words: list[str]) -> None:
+    """`models promote NAME VERSION --reason ...` / `models rollback NAME --reason ...`: the
+    deployment flow's manual actions, recorded as its rollouts are."""
+    action = words[0]
+    expected = 3 if action == "promote" else 2
+    if len(words) != expected or (action == "promote" and not words[2].isdigit()):
+        usage = "promote NAME VERSION" if action == "promote" else "rollback NAME"
+        raise SystemExit(f"usage: mlops models {usage} --reason TEXT")
+    pairs = [
+        f"action={action}",
+        f"model_name={words[1]}",
+        f"reason={args.reason or ''}",
+        f"actor={os.environ.get('USER', 'cli')} (mlops models {action})",
+    ]
+    if action == "promote":
+        pairs.append(f"version={words[2]}")
+    for key in ("registry_block", "target_block", "policy_block"):
+        if getattr(args, key):
+            pairs.append(f"{key}={getattr(args, key)}")
+    args.name, args.param = "deployment", pairs
+    cmd_run(args)
+
+
+def cmd_serving(args: argparse.Namespace) -> None:
+    """What the local serving target runs (predictors, routing, nginx), or stop it by pid."""
+    from pathlib import Path
+
+    from blocks import ServingTarget, load_or_default
+    from tasks.serving.local_target import LocalTarget, http_json
+
+    block = load_or_default(ServingTarget, args.target_block, ServingTarget())
+    root = Path(block.state_dir)
+    names = [args.name] if args.name else sorted(p.name for p in root.glob("*") if p.is_dir())
+    for name in names:
+        target = LocalTarget(block.local_settings(), name)
+        if args.action == "stop":
+            print(f"{name}: stopped pids {target.stop_all()}")
+            continue
+        routing = target.routing()
+        nginx = target.nginx_pid()
+        print(f"{name}: {target.url if nginx else 'no ingress'} (nginx pid {nginx})")
+        print(f"  routing: {routing}")
+        for p in target.predictors():
+            try:
+                status, _ = http_json(f"{p.url}/health/status", timeout=2)
+                health = "healthy" if status == 200 else f"HTTP {status}"
+            except OSError as exc:
+                health = f"no answer ({exc})"
+            print(
+                f"  {p.role:<7} v{p.version}  pid {p.pid}  http {p.http_port}  "
+                f"metrics {p.metrics_port}  {health}"
+            )
+    if not names:
+        print(f"nothing served (no model under {root})")
 
 
 def _last_decision(registry: Any, name: str, version: int) -> dict[str, Any]:
@@ -282,12 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-server", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    models = sub.add_parser("models", help="list models, a model's versions, or one version")
-    models.add_argument("name", nargs="?")
-    models.add_argument("ref", nargs="?", help="a version number or an alias")
+    models = sub.add_parser(
+        "models",
+        help="list models, a model's versions or one version; promote or roll back by hand",
+        usage="mlops models [NAME [REF]] | promote NAME VERSION --reason TEXT | "
+        "rollback NAME --reason TEXT",
+    )
+    models.add_argument("words", nargs="*", help="NAME [REF], or promote/rollback and theirs")
+    models.add_argument("--reason", default=None, help="promote/rollback: why (recorded)")
     models.add_argument("--registry-block", dest="registry_block", default=None)
+    models.add_argument("--target-block", dest="target_block", default=None)
+    models.add_argument("--policy-block", dest="policy_block", default=None)
     models.add_argument("--root", default=None, help="a registry root URI (overrides the block)")
+    models.add_argument("--no-server", action="store_true")
     models.set_defaults(func=cmd_models)
+
+    serving = sub.add_parser("serving", help="the local serving target: status, or stop it")
+    serving.add_argument("action", choices=["status", "stop"])
+    serving.add_argument("name", nargs="?", help="a model (default: every served model)")
+    serving.add_argument("--target-block", dest="target_block", default=None)
+    serving.set_defaults(func=cmd_serving)
 
     feast = sub.add_parser("features", help="feast plan / apply on the feature repository")
     feast.add_argument("action", choices=["plan", "apply"])

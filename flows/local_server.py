@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.processes import stop_process_group
 
 DEFAULT_HOME = Path(".mlops/prefect")
 DEFAULT_PORT = int(os.environ.get("MLOPS_PREFECT_PORT", "4200"))
@@ -82,28 +82,6 @@ class LocalServer:
             return
         stop_process_group(int(self.pid_file.read_text()), timeout)
         self.pid_file.unlink(missing_ok=True)
-
-
-def stop_process_group(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM a process group, then SIGKILL what is left after `timeout` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                return
-            _reap(pid)
-            time.sleep(0.2)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def default_server() -> LocalServer:

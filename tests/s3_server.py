@@ -110,7 +110,7 @@ def start_s3_server(log: Path, timeout: float = 60.0) -> S3Server:
 
 
 def _stop(pid: int) -> None:
-    from flows.local_server import stop_process_group  # imported late: flows/ loads Prefect
+    from tasks.processes import stop_process_group
 
     stop_process_group(pid, timeout=10)
 

@@ -185,6 +185,10 @@ class Registry:
         with self.fs.open(self._dir(name, "versions", number, file), "rb") as fh:
             return bytes(fh.read())
 
+    def version_path(self, name: str, ref: int | str) -> str:
+        """The version's folder, as a path within the registry's filesystem."""
+        return self._dir(name, "versions", self.resolve(name, ref))
+
     def file_uri(self, name: str, ref: int | str, file: str) -> str:
         path = self._dir(name, "versions", self.resolve(name, ref), file)
         return path if "://" not in self.uri else self.fs.unstrip_protocol(path)
@@ -214,6 +218,12 @@ class Registry:
             fh.write(str(number))
         self.fs.mv(tmp, f"{folder}/{alias}")
         return number
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Remove `alias` (nothing if it is not set)."""
+        path = f"{self._dir(name, 'aliases')}/{alias}"
+        if self.fs.exists(path):
+            self.fs.rm(path)
 
 
 def _check_name(name: str) -> None:

@@ -11,9 +11,12 @@ from typing import Any
 
 import pandas as pd
 
+from deployments.contract import HOLDOUT, SERVING
 from deployments.predictor import FEATURES, REFERENCE
 from tasks.registry.store import ModelVersion, Registry
+from tasks.serving.contract import HOLDOUT_ROWS, holdout_sample, serving_contract
 from tasks.specs.dataset_spec import DatasetSpec
+from tasks.training.onnx_export import ONNX, export_onnx
 from tasks.training.trainers import Fitted
 from tasks.training.training_set import LabelledSet, Split
 from tasks.validation.metrics import binary_metrics
@@ -82,7 +85,8 @@ def register_candidate(
     """
     label = spec.label.column
     labels = split.test[label].to_numpy()
-    metrics = {**fitted.metrics, **binary_metrics(labels, fitted.predict(split.test), "test_")}
+    test_scores = fitted.predict(split.test)
+    metrics = {**fitted.metrics, **binary_metrics(labels, test_scores, "test_")}
     if fitted.uncalibrated is not None:
         raw = binary_metrics(labels, fitted.uncalibrated(split.test), "test_uncalibrated_")
         metrics.update({k: v for k, v in raw.items() if not k.endswith("positive_rate")})
@@ -93,6 +97,19 @@ def register_candidate(
         **fitted.files,
         REFERENCE: buffer.getvalue(),
         FEATURES: json.dumps({"features": data.features}).encode(),
+        ONNX: export_onnx(training["trainer"], fitted.files, data.features),
+        SERVING: serving_contract(
+            spec,
+            service,
+            data.features,
+            data.stored_views,
+            data.frame,
+            data.fingerprint,
+            data.project,
+        )
+        .to_json()
+        .encode(),
+        HOLDOUT: holdout_sample(split.test, data.features, test_scores, HOLDOUT_ROWS, seed),
     }
     metadata = {
         "dataset": spec.name,

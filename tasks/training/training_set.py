@@ -16,6 +16,7 @@ from tasks.feature_store.store import (
     labelled_set,
     service_features,
     snapshot_store,
+    stored_features,
 )
 from tasks.specs.dataset_spec import DatasetSpec
 
@@ -35,6 +36,8 @@ class LabelledSet:
     fingerprint: str
     view_digests: dict[str, str]
     snapshot: str | None
+    stored_views: dict[str, list[str]] = field(default_factory=dict)  # view -> its features
+    project: str = "mlops"  # the Feast project of the online store's tables
 
 
 def load_labelled_set(
@@ -47,7 +50,10 @@ def load_labelled_set(
     features, categorical = service_features(store, spec, service)
     frame = labelled_set(store, spec, labels, service)
     fingerprint, views = feature_set(store, service)
-    return LabelledSet(frame, features, categorical, fingerprint, views, snapshot)
+    stored = stored_features(store, service)
+    return LabelledSet(
+        frame, features, categorical, fingerprint, views, snapshot, stored, store.project
+    )
 
 
 @dataclass(frozen=True)

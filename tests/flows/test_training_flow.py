@@ -34,7 +34,15 @@ def test_training_registers_a_reproducible_candidate(prepared: Path) -> None:
     registry = ModelRegistry.load("tmp-registry").registry()
     version = registry.get("credit-test", 1)
     meta = version.metadata
-    assert version.files == ["calibration.json", "features.json", "model.txt", "reference.parquet"]
+    assert version.files == [
+        "calibration.json",
+        "features.json",
+        "holdout.parquet",
+        "model.onnx",
+        "model.txt",
+        "reference.parquet",
+        "serving.json",
+    ]
     assert meta["trainer"] == "lightgbm" and meta["seed"] == 0
     assert meta["params"]["class_imbalance"] == "none"
     assert meta["calibration"]["method"] == "platt" and meta["calibration"]["valid_rows"] > 100
@@ -115,9 +123,12 @@ def test_training_registers_a_horovod_trained_torch_model(prepared: Path) -> Non
     assert version.files == [
         "calibration.json",
         "features.json",
+        "holdout.parquet",
         "model.json",
+        "model.onnx",
         "model.pt",
         "reference.parquet",
+        "serving.json",
     ]
     assert version.metadata["trainer"] == "torch" and version.metadata["backend"] == "horovod"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.local_server import LocalServer, stop_process_group
+from flows.local_server import LocalServer
+from tasks.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

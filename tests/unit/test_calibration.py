@@ -113,7 +113,7 @@ def _register(registry: Registry, name: str, split: Split, fitted: Fitted) -> in
     data = LabelledSet(frame, FEATURES, ["cat"], "fp", {}, None)
     info = {"trainer": "lightgbm", "params": {}}
     return register_candidate(
-        registry, name, SPEC, "svc", data, split, fitted, info, 100, 0
+        registry, name, SPEC, next(iter(SPEC.feature_services)), data, split, fitted, info, 100, 0
     ).version
 
 
@@ -126,7 +126,15 @@ def test_a_registered_version_stores_its_calibration_as_json_and_loads_it(
     number = _register(registry, "calibrated", split, calibrated)
     version = registry.get("calibrated", number)
     folder = tmp_path / "calibrated" / "versions" / str(number)
-    assert version.files == [CALIBRATION, "features.json", "model.txt", "reference.parquet"]
+    assert version.files == [
+        CALIBRATION,
+        "features.json",
+        "holdout.parquet",
+        "model.onnx",
+        "model.txt",
+        "reference.parquet",
+        "serving.json",
+    ]
     stored = json.loads((folder / CALIBRATION).read_text())
     assert stored["method"] == "platt" and set(stored) == {"method", "a", "b"}
     for file in folder.iterdir():  # data only: no pickle anywhere in the version

@@ -1,0 +1,61 @@
+"""Where the deployment flow rolls models out."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from tasks.serving.local_target import LocalSettings
+
+
+class ServingTarget(Block):
+    """`local`: Seldon Core processes behind nginx on this machine (the embedded default);
+    `kubernetes`: a SeldonDeployment applied in a cluster's namespace."""
+
+    _block_type_name = "MLOps Serving Target"
+    _description = (
+        "Local Seldon processes behind nginx (ports, state folder, workers, limits) or a "
+        "Kubernetes context and namespace for SeldonDeployments."
+    )
+
+    kind: Literal["local", "kubernetes"] = "local"
+    # local
+    state_dir: str = Field(default="data/serving", description="Pids, logs, nginx, request log.")
+    host: str = Field(default="127.0.0.1", description="Address nginx and predictors bind.")
+    port: int = Field(default=9000, ge=1, le=65535, description="nginx: the model's address.")
+    serving_python: str = Field(default=".venv-serving/bin/python")
+    online_store: str = Field(default="data/feast/online_store.db", description="SQLite path.")
+    workers: int = Field(default=1, ge=1, le=64, description="gunicorn workers per predictor.")
+    threads: int = Field(default=1, ge=1, le=64)
+    max_rows: int = Field(default=1000, ge=1, description="Larger batches are answered 413.")
+    max_body_kb: int = Field(default=1024, ge=1, description="nginx refuses larger bodies (413).")
+    startup_timeout_s: float = Field(default=60.0, gt=0)
+    drain_s: float = Field(default=2.0, ge=0, description="Wait before stopping a predictor.")
+    # kubernetes
+    context: str | None = Field(default=None, description="kubeconfig context; None: current.")
+    namespace: str = "default"
+    kubeconfig: str | None = None
+    image: str = Field(default="mlops-model-server:latest", description="deployments/seldon.")
+    rollout_timeout_s: float = Field(default=600.0, gt=0, description="Wait for Available.")
+    request_log_dir: str = Field(
+        default="",
+        description="Where this flow reads the request log the cluster's predictors write (their "
+        "log volume, mounted or synced); empty: no window can be judged, so no promotion.",
+    )
+
+    def local_settings(self) -> LocalSettings:
+        return LocalSettings(
+            state_dir=self.state_dir,
+            host=self.host,
+            port=self.port,
+            serving_python=self.serving_python,
+            online_store=self.online_store,
+            workers=self.workers,
+            threads=self.threads,
+            max_rows=self.max_rows,
+            max_body_kb=self.max_body_kb,
+            startup_timeout_s=self.startup_timeout_s,
+            drain_s=self.drain_s,
+        )

@@ -1,0 +1,1 @@
+"""Serving: SeldonDeployment manifests, their validation, and the targets that roll them out."""

@@ -1,0 +1,368 @@
+"""The local serving target: one `seldon-core-microservice` process per predictor, from the
+serving environment, behind nginx (deployments/nginx.py), all bound to loopback.
+
+A model's state folder (`<state_dir>/<model>/`) holds `state.json` (predictors, their pids and
+ports, the routing), nginx's config, pid and logs, each predictor's log, and the request and
+labels logs every predictor of the model appends to (`log/`). Processes are started in their
+own session and stopped by pid, process group first with SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deployments.nginx import ACCESS_LOG, Upstream, nginx_config
+from tasks.processes import stop_process_group
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_CLASS = "deployments.model_server.ModelServer"
+STATE = "state.json"
+
+
+class ServingError(RuntimeError):
+    """A predictor or the ingress that cannot start or answer; the message names which."""
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    state_dir: str = "data/serving"
+    host: str = "127.0.0.1"
+    port: int = 9000  # nginx: the model's one address for clients
+    serving_python: str = ".venv-serving/bin/python"
+    online_store: str = "data/feast/online_store.db"
+    workers: int = 1  # gunicorn workers per predictor
+    threads: int = 1
+    max_rows: int = 1000
+    max_body_kb: int = 1024
+    startup_timeout_s: float = 60.0
+    drain_s: float = 2.0  # after traffic leaves a predictor, before it is stopped
+
+
+@dataclass
+class Predictor:
+    role: str
+    version: int
+    model_dir: str
+    http_port: int
+    metrics_port: int
+    pid: int
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+@dataclass
+class Routing:
+    main: int  # pid of the main predictor
+    canary: int | None = None
+    canary_percent: int = 0
+    shadow: int | None = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as dead
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def http_json(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """GET (or POST `body` as JSON) and return the status and the decoded answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        try:
+            return exc.code, json.loads(text)
+        except ValueError:
+            return exc.code, text.decode(errors="replace")
+
+
+class LocalTarget:
+    """A model's predictors and its nginx, as recorded in its state folder."""
+
+    def __init__(self, settings: LocalSettings, model: str) -> None:
+        self.settings = settings
+        self.model = model
+        self.folder = Path(settings.state_dir).resolve() / model
+        self.log_dir = self.folder / "log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def access_log(self) -> Path:
+        return self.folder / ACCESS_LOG
+
+    def is_alive(self, predictor: Predictor) -> bool:
+        return _alive(predictor.pid)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        path = self.folder / STATE
+        if not path.is_file():
+            return {"predictors": [], "routing": None, "nginx_pid": None}
+        return dict(json.loads(path.read_text()))
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{STATE}.{os.getpid()}"
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.folder / STATE)
+
+    def predictors(self) -> list[Predictor]:
+        """The recorded predictors whose process is still running."""
+        found = [Predictor(**p) for p in self.state()["predictors"]]
+        return [p for p in found if _alive(p.pid)]
+
+    def routing(self) -> Routing | None:
+        routing = self.state().get("routing")
+        return Routing(**routing) if routing else None
+
+    def _record(self, predictor: Predictor | None = None, drop: int | None = None) -> None:
+        state = self.state()
+        kept = [p for p in state["predictors"] if p["pid"] != drop and _alive(p["pid"])]
+        if predictor is not None:
+            kept.append(asdict(predictor))
+        state["predictors"] = kept
+        self._save(state)
+
+    # -- predictors ---------------------------------------------------------------------------
+
+    def start(self, role: str, version: int, model_dir: str) -> Predictor:
+        """Start a predictor and wait until it is healthy; ServingError (with the end of its log)
+        if it exits or does not answer in time. A version that fails to load never gets
+        traffic: it is never routed to."""
+        s = self.settings
+        self.folder.mkdir(parents=True, exist_ok=True)
+        http_port, metrics_port = free_port(), free_port()
+        parameters = [
+            {"name": "model_dir", "value": str(Path(model_dir).resolve()), "type": "STRING"},
+            {"name": "role", "value": role, "type": "STRING"},
+            {"name": "model_name", "value": self.model, "type": "STRING"},
+            {"name": "version", "value": str(version), "type": "STRING"},
+            {"name": "online_store", "value": _path_or_empty(s.online_store), "type": "STRING"},
+            {"name": "log_dir", "value": str(self.log_dir), "type": "STRING"},
+            {"name": "max_rows", "value": str(s.max_rows), "type": "INT"},
+        ]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PREDICTIVE_UNIT_ID": self.model,
+            "PREDICTOR_ID": role,
+            "PREDICTOR_LABELS": json.dumps({"version": str(version)}),
+            "INCLUDE_METRICS_IN_CLIENT_RESPONSE": "false",
+        }
+        log_path = self.folder / f"predictor-{role}-v{version}-{http_port}.log"
+        args = [
+            str(_resolve(s.serving_python)),
+            "-m",
+            "deployments.seldon_local",
+            "--host",
+            s.host,
+            SERVER_CLASS,
+            "--service-type",
+            "MODEL",
+            "--http-port",
+            str(http_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--grpc-workers",
+            "0",
+            "--workers",
+            str(s.workers),
+            "--threads",
+            str(s.threads),
+            "--parameters",
+            json.dumps(parameters),
+        ]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        predictor = Predictor(role, version, str(model_dir), http_port, metrics_port, process.pid)
+        self._record(predictor)
+        try:
+            self.wait_healthy(predictor, log_path)
+        except BaseException:
+            self.stop(predictor, drain_s=0)
+            raise
+        return predictor
+
+    def wait_healthy(self, predictor: Predictor, log_path: Path) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if not _alive(predictor.pid):
+                raise ServingError(
+                    f"{self.model} v{predictor.version} ({predictor.role}) exited while "
+                    f"starting:\n{_tail(log_path)}"
+                )
+            try:
+                status, answer = http_json(f"{predictor.url}/health/status", timeout=2)
+                if status == 200:
+                    return
+                last = f"HTTP {status}: {answer}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise ServingError(
+            f"{self.model} v{predictor.version} ({predictor.role}) not healthy after "
+            f"{self.settings.startup_timeout_s:.0f} s ({last}):\n{_tail(log_path)}"
+        )
+
+    def stop(self, predictor: Predictor, drain_s: float | None = None) -> None:
+        """Stop a predictor (after `drain_s`, default the settings') and forget it."""
+        time.sleep(self.settings.drain_s if drain_s is None else drain_s)
+        stop_process_group(predictor.pid, timeout=10)
+        self._record(drop=predictor.pid)
+
+    # -- the ingress --------------------------------------------------------------------------
+
+    def route(self, routing: Routing) -> None:
+        """Send the traffic as `routing` says: write nginx's config, then start it or reload it
+        (no connection is dropped). Only healthy, recorded predictors are routed to."""
+        by_pid = {p.pid: p for p in self.predictors()}
+        for pid in (routing.main, routing.canary, routing.shadow):
+            if pid is not None and pid not in by_pid:
+                raise ServingError(f"{self.model}: no running predictor with pid {pid}")
+        main = by_pid[routing.main]
+        upstreams = [Upstream(main.address, 100 - routing.canary_percent)]
+        if routing.canary is not None:
+            if not 0 < routing.canary_percent <= 100:
+                raise ServingError(f"canary traffic must be 1..100%, not {routing.canary_percent}")
+            canary = Upstream(by_pid[routing.canary].address, routing.canary_percent)
+            upstreams = [u for u in upstreams if u.weight > 0] + [canary]
+        shadow = by_pid[routing.shadow].address if routing.shadow is not None else None
+        (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
+        config = nginx_config(
+            self.folder,
+            f"{self.settings.host}:{self.settings.port}",
+            upstreams,
+            shadow,
+            self.settings.max_body_kb,
+            run_as_root=os.geteuid() == 0,
+        )
+        conf = self.folder / "nginx.conf"
+        tmp = self.folder / ".nginx.conf.new"
+        tmp.write_text(config)
+        self._nginx("-t", conf=tmp)  # a config nginx refuses never replaces the running one
+        os.replace(tmp, conf)
+        pid = self.nginx_pid()
+        if pid is None:
+            self._nginx()
+            self._wait_nginx()
+        else:
+            self._nginx("-s", "reload")
+            time.sleep(0.3)  # new workers take over; old ones finish their requests
+        state = self.state()
+        state["routing"] = asdict(routing)
+        state["nginx_pid"] = self.nginx_pid()
+        self._save(state)
+
+    def nginx_pid(self) -> int | None:
+        path = self.folder / "nginx.pid"
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def _nginx(self, *args: str, conf: Path | None = None) -> None:
+        command = [
+            "nginx",
+            "-c",
+            str(conf or self.folder / "nginx.conf"),
+            "-p",
+            str(self.folder),
+            "-e",
+            str(self.folder / "nginx-error.log"),
+            *args,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise ServingError(f"nginx {' '.join(args) or 'start'} failed: {done.stderr.strip()}")
+
+    def _wait_nginx(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.settings.host, self.settings.port), 1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise ServingError(f"nginx did not listen on {self.settings.host}:{self.settings.port}")
+
+    def stop_all(self) -> list[int]:
+        """Stop nginx, then every predictor; the pids stopped."""
+        stopped = []
+        pid = self.nginx_pid()
+        if pid is not None:
+            self._nginx("-s", "quit")
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                stop_process_group(pid, timeout=5)
+            stopped.append(pid)
+        for predictor in self.predictors():
+            stop_process_group(predictor.pid, timeout=10)
+            stopped.append(predictor.pid)
+        self._save({"predictors": [], "routing": None, "nginx_pid": None})
+        return stopped
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+def _path_or_empty(path: str) -> str:
+    return str(Path(path).resolve()) if path else ""
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

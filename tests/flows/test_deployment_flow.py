@@ -1,0 +1,333 @@
+"""The deployment flow on the local target: real seldon-core-microservice processes from
+.venv-serving behind Debian's nginx, on loopback, with traffic from client threads."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blocks import FeatureRepo, ModelRegistry, RolloutPolicy, ServingTarget
+from deployments.contract import HOLDOUT
+from deployments.request_log import LABELS, REQUESTS, read_log
+from flows.deployment import DeploymentParams, DeploymentResult, deployment
+from flows.training import TrainingParams, training
+from tasks.data.publish import LABELS as LABELLED_ROWS
+from tasks.data.publish import current_snapshot, features_uri
+from tasks.serving.local_target import LocalTarget, free_port, http_json
+from tasks.serving.rollout import RolloutPolicy as Policy
+
+pytestmark = pytest.mark.flows
+NAME = "credit-serve"
+FIELDS = ["customer_id", "loan_amount", "term_months", "purpose", "missed_payments_12m"]
+
+
+@pytest.fixture(scope="module")
+def served(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
+    """Two trained versions of NAME, the first deployed as champion; everything it started is
+    stopped at the end."""
+    for seed in (0, 1):
+        training(
+            TrainingParams(
+                data_uri=str(prepared),
+                model_name=NAME,
+                seed=seed,
+                feature_repo_block="tmp-feast",
+                registry_block="tmp-registry",
+            )
+        )
+    block = ServingTarget(
+        state_dir=str(tmp_path_factory.mktemp("serving")),
+        port=free_port(),
+        online_store=FeatureRepo.load("tmp-feast").sqlite_path,
+        max_body_kb=256,
+        drain_s=0.5,
+    )
+    block.save("tmp-serving", overwrite=True)
+    _policy(window_requests=40, min_requests=20, canary_percent=30)
+    target = LocalTarget(block.local_settings(), NAME)
+    try:
+        _registry().set_alias(NAME, "challenger", 1)
+        first = _deploy()
+        assert (first.decision, first.champion) == ("promoted", 1)
+        yield target
+    finally:
+        target.stop_all()
+
+
+def _registry():
+    return ModelRegistry.load("tmp-registry").registry()
+
+
+def _policy(**fields) -> None:
+    RolloutPolicy(policy=Policy(window_timeout_s=90, **fields)).save("tmp-rollout", overwrite=True)
+
+
+def _deploy(**params) -> DeploymentResult:
+    return deployment(
+        DeploymentParams(
+            model_name=NAME,
+            target_block="tmp-serving",
+            policy_block="tmp-rollout",
+            registry_block="tmp-registry",
+            **params,
+        )
+    )
+
+
+def _rows(prepared: Path, n: int = 300) -> list[dict]:
+    snapshot = current_snapshot(str(prepared))
+    labels = pd.read_parquet(f"{features_uri(str(prepared), snapshot)}/{LABELLED_ROWS}")
+    sample = labels.sample(n, random_state=0)[FIELDS]
+    return json.loads(sample.to_json(orient="records"))
+
+
+class Traffic:
+    """Clients sending one entity row per request until stopped; counts statuses."""
+
+    def __init__(self, url: str, rows: list[dict], clients: int = 2) -> None:
+        self.url, self.rows = f"{url}/api/v1.0/predictions", rows
+        self.statuses: Counter[object] = Counter()
+        self.answered: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def _run(self, offset: int) -> None:
+        i = offset
+        while not self._stop.is_set():
+            body = {"jsonData": {"rows": [self.rows[i % len(self.rows)]]}}
+            try:
+                status, answer = http_json(self.url, body, timeout=10)
+                if status == 200:
+                    self.answered.append(answer["meta"]["tags"]["request_id"])
+            except OSError as exc:
+                status = type(exc).__name__
+            self.statuses[status] += 1
+            i += 2
+            time.sleep(0.005)
+
+    def __enter__(self) -> Traffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
+def _serving(target: LocalTarget) -> set[tuple[str, int]]:
+    return {(p.role, p.version) for p in target.predictors()}
+
+
+def _rollout(version: int, stamp: str) -> dict:
+    return json.loads(_registry().read_record(NAME, version, "rollout", stamp, "rollout.json"))
+
+
+def test_canary_promotes_a_good_challenger_and_a_failed_smoke_test_rolls_back(
+    served: LocalTarget, prepared: Path
+) -> None:
+    registry = _registry()
+    assert _serving(served) == {("main", 1)}
+    registry.set_alias(NAME, "challenger", 2)
+    with Traffic(served.url, _rows(prepared)) as traffic:
+        result = _deploy()
+    assert (result.decision, result.champion) == ("promoted", 2), result
+    assert set(traffic.statuses) == {200}, traffic.statuses  # through two reloads and swaps
+    assert registry.aliases(NAME) == {"champion": 2, "challenger": 2}
+    assert _serving(served) == {("main", 2)}
+    routing = served.routing()
+    assert routing is not None and (routing.canary, routing.shadow) == (None, None)
+    record = _rollout(2, result.record or "")
+    assert record["decision"] == "promoted" and record["champion_before"] == 1
+    window = record["window"]["challenger"]
+    assert window["role"] == "canary" and window["predictions"] >= 20 and window["errors"] == 0
+    assert record["checks"]["smoke"]["max_abs_diff"] <= 1e-9
+
+    # a version whose served scores differ from its offline ones never gets user traffic
+    files = {f: registry.read(NAME, 1, f) for f in registry.get(NAME, 1).files}
+    holdout = pd.read_parquet(io.BytesIO(files[HOLDOUT]))
+    holdout["score"] += 0.01
+    buffer = io.BytesIO()
+    holdout.to_parquet(buffer, index=False)
+    metadata = registry.get(NAME, 1).metadata
+    bad = registry.register(NAME, {**files, HOLDOUT: buffer.getvalue()}, metadata)
+    registry.set_alias(NAME, "challenger", bad.version)
+    main_pid = routing.main
+    result = _deploy()
+    assert (result.decision, result.champion) == ("rolled-back", 2)
+    assert "differ from the offline scores" in result.reasons[0]
+    assert registry.aliases(NAME)["champion"] == 2
+    assert _serving(served) == {("main", 2)} and served.routing().main == main_pid
+    assert _rollout(bad.version, result.record or "")["stage"] == "smoke"
+
+
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(served: LocalTarget, prepared):
+    url = f"{served.url}/api/v1.0/predictions"
+    good = {"jsonData": {"rows": _rows(prepared, 2)}}
+
+    def post(body: bytes, content_type: str = "application/json") -> tuple[int, str]:
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    row = _rows(prepared, 1)[0]
+    cases = {
+        "malformed JSON": (b'{"jsonData": {', "application/json", 400, "JSON"),
+        "wrong content type": (json.dumps(good).encode(), "text/plain", 400, "JSON"),
+        "empty batch": (b'{"jsonData": {"rows": []}}', "application/json", 400, "empty"),
+        "unknown entity": (
+            json.dumps({"jsonData": {"rows": [{**row, "customer_id": 10**9}]}}).encode(),
+            "application/json",
+            404,
+            "unknown entity",
+        ),
+        "too many rows": (
+            json.dumps({"jsonData": {"rows": [row] * 1001}}).encode(),
+            "application/json",
+            413,
+            "limit is 1000",
+        ),
+        "oversized body": (
+            b'{"x": "' + b"a" * 300_000 + b'"}',
+            "application/json",
+            413,
+            "over 256 KB",
+        ),
+        "wrong feature names": (
+            json.dumps({"data": {"names": ["a"], "ndarray": [[float("nan")]]}}).encode(),
+            "application/json",
+            400,
+            "data.names",
+        ),
+    }
+    for case, (body, content_type, status, text) in cases.items():
+        got, answer = post(body, content_type)
+        assert got == status and text in answer, (case, got, answer)
+        assert post(json.dumps(good).encode())[0] == 200, case
+
+
+def test_feedback_is_logged_and_metrics_are_exported(served: LocalTarget, prepared) -> None:
+    status, answer = http_json(
+        f"{served.url}/api/v1.0/predictions", {"jsonData": {"rows": _rows(prepared, 2)}}
+    )
+    assert status == 200
+    request_id = answer["meta"]["tags"]["request_id"]
+    status, _ = http_json(
+        f"{served.url}/api/v1.0/feedback",
+        {"response": answer, "truth": {"data": {"ndarray": [[1], [0]]}}, "reward": 1},
+    )
+    assert status == 200
+    labels = read_log(served.log_dir / LABELS, LABELS).records
+    assert [(r["row"], r["label"]) for r in labels if r["request_id"] == request_id] == [
+        (0, 1.0),
+        (1, 0.0),
+    ]
+    (main,) = served.predictors()
+    with urllib.request.urlopen(f"http://127.0.0.1:{main.metrics_port}/metrics") as response:
+        text = response.read().decode()
+    for metric in (
+        "mlops_predictions_total",
+        "mlops_score_bucket_total",
+        "mlops_request_bucket",
+        "mlops_online_lookup_bucket",
+        "mlops_bad_requests_total",
+    ):
+        assert metric in text, metric
+    assert f'version="{main.version}"' in text and 'role="main"' in text
+
+
+def test_a_shadow_sees_every_request_and_is_rolled_back_on_its_latency(
+    served: LocalTarget, prepared: Path
+) -> None:
+    registry = _registry()
+    registry.set_alias(NAME, "challenger", 1)
+    _policy(mode="shadow", window_requests=30, min_requests=10, max_p99_ms=0.001)
+    try:
+        with Traffic(served.url, _rows(prepared)) as traffic:
+            result = _deploy()
+    finally:
+        _policy(window_requests=40, min_requests=20, canary_percent=30)
+    assert result.decision == "rolled-back" and "latency p99" in result.reasons[0]
+    assert set(traffic.statuses) == {200}
+    assert registry.aliases(NAME)["champion"] == 2 and _serving(served) == {("main", 2)}
+    records = read_log(served.log_dir / REQUESTS, REQUESTS).records
+    shadow = {r["request_id"] for r in records if r["role"] == "shadow"}
+    main = {r["request_id"] for r in records if r["role"] == "main" and r["version"] == 2}
+    assert len(shadow) >= 10 and shadow <= main  # the same requests, mirrored
+
+
+def test_a_cancelled_rollout_restores_routing_and_aliases(served: LocalTarget, prepared) -> None:
+    registry = _registry()
+    registry.set_alias(NAME, "challenger", 1)
+    before = served.routing()
+
+    def terminate_once_canary_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            routing = served.routing()
+            if routing is not None and routing.canary is not None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=terminate_once_canary_runs)
+    killer.start()
+    with pytest.raises(BaseException, match="signal"):
+        _deploy()  # no traffic: the window waits until SIGTERM arrives
+    killer.join()
+    assert served.routing() == before and _serving(served) == {("main", 2)}
+    assert registry.aliases(NAME)["champion"] == 2
+    stamp = registry.records(NAME, 1, "rollout")[-1]
+    assert _rollout(1, stamp)["decision"] == "aborted"
+
+
+def test_manual_rollback_and_promote_are_recorded(served: LocalTarget) -> None:
+    registry = _registry()
+    back = _deploy(action="rollback", reason="incident 42: v2 over-declines")
+    assert (back.decision, back.champion, back.version) == ("rolled-back", 1, 1)
+    assert _serving(served) == {("main", 1)}
+    assert _rollout(1, back.record or "")["reason"] == "incident 42: v2 over-declines"
+    again = _deploy(action="promote", version=2, reason="fixed upstream")
+    assert (again.decision, again.champion) == ("promoted", 2)
+    assert _serving(served) == {("main", 2)} and registry.aliases(NAME)["champion"] == 2
+    with pytest.raises(ValueError, match="needs a reason"):
+        _deploy(action="promote", version=1)
+
+
+def test_answered_requests_survive_a_killed_server(served: LocalTarget, prepared, tmp_path):
+    """The request log's durability bound: SIGKILL loses no request that was answered."""
+    target = LocalTarget(
+        ServingTarget(
+            state_dir=str(tmp_path), port=free_port(), online_store=served.settings.online_store
+        ).local_settings(),
+        NAME,
+    )
+    registry = _registry()
+    predictor = target.start("main", 2, registry.version_path(NAME, 2))
+    try:
+        with Traffic(predictor.url, _rows(prepared), clients=2) as traffic:
+            time.sleep(2.0)
+            os.killpg(predictor.pid, signal.SIGKILL)
+            time.sleep(0.5)
+        logged = {r["request_id"] for r in read_log(target.log_dir / REQUESTS, REQUESTS).records}
+        assert len(traffic.answered) > 20
+        assert set(traffic.answered) <= logged
+        assert any(s != 200 for s in traffic.statuses)  # the kill did cut requests off
+    finally:
+        target.stop_all()
