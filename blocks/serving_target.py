@@ -39,6 +39,7 @@ class ServingTarget(Block):
     kubeconfig: str | None = None
     image: str = Field(default="mlops-model-server:latest", description="deployments/seldon.")
     rollout_timeout_s: float = Field(default=600.0, gt=0, description="Wait for Available.")
+    rollout_poll_s: float = Field(default=2.0, gt=0, description="How often to read its state.")
     request_log_dir: str = Field(
         default="",
         description="Where this flow reads the request log the cluster's predictors write (their "

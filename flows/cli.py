@@ -96,12 +96,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The main job on embedded defaults: data (once), data_prep, training, validation."""
+    """The main job on embedded defaults: data (once), data_prep, training, validation, and the
+    first champion served (seldon-core-microservice behind nginx on 127.0.0.1:9000)."""
     from datetime import date, timedelta
     from pathlib import Path
 
     from flows import FLOWS
     from flows.data_prep import DataPrepParams
+    from flows.deployment import DeploymentParams
     from flows.generate_data import GenerateDataParams
     from flows.training import TrainingParams
     from flows.validation import ValidationParams
@@ -121,9 +123,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print("data_prep:", json.dumps(_jsonable(prepared), indent=2, default=str))
         trained: Any = FLOWS["training"].flow(TrainingParams())
         print("training:", json.dumps(_jsonable(trained), indent=2, default=str))
-        return FLOWS["validation"].flow(
+        validated: Any = FLOWS["validation"].flow(
             ValidationParams(model_name=trained.model, candidate=trained.version)
         )
+        print("validation:", json.dumps(_jsonable(validated), indent=2, default=str))
+        if validated.champion is not None:
+            print(
+                f"{trained.model} has a champion (v{validated.champion}): a canary needs live "
+                "traffic, so roll the challenger out with `mlops run deployment` while clients "
+                "send requests"
+            )
+            deploy = DeploymentParams(model_name=trained.model, version=validated.champion)
+        else:  # the first champion: smoke-tested, then served alone
+            deploy = DeploymentParams(model_name=trained.model)
+        return FLOWS["deployment"].flow(deploy)
 
     result = _with_server(args, job)
     print(json.dumps(_jsonable(result), indent=2, default=str))

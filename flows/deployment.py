@@ -31,7 +31,7 @@ from deployments.request_log import utc_now
 from tasks.registry.store import Registry
 from tasks.serving.kubernetes_rollout import kubernetes_decision
 from tasks.serving.kubernetes_target import KubernetesTarget
-from tasks.serving.local_target import LocalTarget, Predictor, Routing
+from tasks.serving.local_target import LocalTarget, Predictor, Routing, ServingError
 from tasks.serving.prefect_tasks import (
     check_predictor,
     move_alias,
@@ -97,6 +97,14 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _start(target: LocalTarget, role: str, version: int, folder: str) -> Predictor:
+    """A predictor for the version; one that cannot load or answer is refused, not a crash."""
+    try:
+        return start_predictor(target, role, version, folder)
+    except ServingError as exc:
+        raise RolloutRejected("start", [str(exc)], {}) from exc
 
 
 def _served(target: LocalTarget, role: str, version: int | None) -> Predictor | None:
@@ -173,14 +181,14 @@ def deployment(params: DeploymentParams = DeploymentParams()) -> DeploymentResul
             with transaction():
                 folder = version_folder(registry, name, version, target.folder)
                 if main is None or params.action != "rollout":  # straight to champion
-                    new = start_predictor(target, "main", version, folder)
+                    new = _start(target, "main", version, folder)
                     outcome["stage"] = "smoke"
                     outcome["checks"] = check_predictor(new, version, folder, policy)
                     route_traffic(target, Routing(main=new.pid))
                     retire = [main] if main else []
                 else:
                     role = policy.mode  # canary | shadow
-                    challenger = start_predictor(target, role, version, folder)
+                    challenger = _start(target, role, version, folder)
                     outcome["stage"] = "smoke"
                     outcome["checks"] = check_predictor(challenger, version, folder, policy)
                     since, since_epoch = utc_now(), time.time()
@@ -202,7 +210,7 @@ def deployment(params: DeploymentParams = DeploymentParams()) -> DeploymentResul
                     if reasons:
                         raise RolloutRejected("window", reasons, window)
                     outcome["stage"] = "promote"
-                    new = start_predictor(target, "main", version, folder)
+                    new = _start(target, "main", version, folder)
                     check_predictor(new, version, folder, policy)
                     route_traffic(target, Routing(main=new.pid))
                     retire = [main, challenger]
@@ -264,7 +272,11 @@ def on_kubernetes(
             champion=champion,
         )
     target = KubernetesTarget(
-        block.context, block.namespace, block.kubeconfig, timeout_s=block.rollout_timeout_s
+        block.context,
+        block.namespace,
+        block.kubeconfig,
+        timeout_s=block.rollout_timeout_s,
+        poll_s=block.rollout_poll_s,
     )
     started = utc_now()
     direct = params.action != "rollout"

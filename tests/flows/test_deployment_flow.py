@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -70,7 +71,8 @@ def _registry():
 
 
 def _policy(**fields) -> None:
-    RolloutPolicy(policy=Policy(window_timeout_s=90, **fields)).save("tmp-rollout", overwrite=True)
+    policy = Policy(**{"window_timeout_s": 90, **fields})
+    RolloutPolicy(policy=policy).save("tmp-rollout", overwrite=True)
 
 
 def _deploy(**params) -> DeploymentResult:
@@ -171,6 +173,14 @@ def test_canary_promotes_a_good_challenger_and_a_failed_smoke_test_rolls_back(
     assert registry.aliases(NAME)["champion"] == 2
     assert _serving(served) == {("main", 2)} and served.routing().main == main_pid
     assert _rollout(bad.version, result.record or "")["stage"] == "smoke"
+
+    # a version that cannot load never gets traffic either
+    broken = registry.register(NAME, {**files, "model.txt": b"not a model"}, metadata)
+    registry.set_alias(NAME, "challenger", broken.version)
+    result = _deploy()
+    assert (result.decision, result.champion) == ("rolled-back", 2)
+    assert "cannot load model.txt" in result.reasons[0]
+    assert _serving(served) == {("main", 2)} and served.routing().main == main_pid
 
 
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(served: LocalTarget, prepared):
@@ -311,13 +321,15 @@ def test_manual_rollback_and_promote_are_recorded(served: LocalTarget) -> None:
 
 
 def test_answered_requests_survive_a_killed_server(served: LocalTarget, prepared, tmp_path):
-    """The request log's durability bound: SIGKILL loses no request that was answered."""
-    target = LocalTarget(
-        ServingTarget(
-            state_dir=str(tmp_path), port=free_port(), online_store=served.settings.online_store
-        ).local_settings(),
-        NAME,
+    """The request log's durability bound: SIGKILL loses no request that was answered, with
+    two gunicorn workers appending to their own segments."""
+    block = ServingTarget(
+        state_dir=str(tmp_path),
+        port=free_port(),
+        online_store=served.settings.online_store,
+        workers=2,
     )
+    target = LocalTarget(block.local_settings(), NAME)
     registry = _registry()
     predictor = target.start("main", 2, registry.version_path(NAME, 2))
     try:
@@ -329,5 +341,91 @@ def test_answered_requests_survive_a_killed_server(served: LocalTarget, prepared
         assert len(traffic.answered) > 20
         assert set(traffic.answered) <= logged
         assert any(s != 200 for s in traffic.statuses)  # the kill did cut requests off
+        log = next(target.folder.glob("predictor-main-*.log")).read_text()
+        assert log.count("Booting worker") == 3  # 2 for requests, 1 for metrics
     finally:
         target.stop_all()
+
+
+def test_the_server_scores_as_batch_scoring_does(served: LocalTarget, prepared: Path) -> None:
+    """Model as code and model as data agree exactly on the same rows as of now."""
+    from tasks.registry.loading import load_model
+    from tasks.serving.batch import score_frame
+    from tasks.specs.datasets import get_dataset
+
+    rows = _rows(prepared, 60)
+    status, answer = http_json(f"{served.url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})
+    assert status == 200 and answer["meta"]["tags"]["expired_features"] == 0
+    spec = get_dataset("credit_risk")
+    entities = pd.DataFrame(rows).assign(**{spec.timestamp_field: pd.Timestamp.now(tz="UTC")})
+    model = load_model(_registry(), NAME, "champion")
+    batch = score_frame(model, entities, spec, FeatureRepo.load("tmp-feast").settings())
+    assert batch["score"].tolist() == answer["data"]["ndarray"]
+
+
+def test_the_kubernetes_target_applies_canary_then_the_outcome(
+    served: LocalTarget, httpserver_ipv4, tmp_path: Path
+) -> None:
+    """The same flow on a SeldonDeployment, against a local double of the API server (no
+    cluster runs here): the canary manifest, then with no window to judge, the champion alone;
+    a manual promote applies the challenger alone and moves the alias."""
+    from tasks.serving.manifest import validate_manifest
+    from tests.integration.test_kubernetes_target import FakeApiServer, kubeconfig_text
+
+    api = FakeApiServer()
+    api.after_write = [{"state": "Creating"}, {"state": "Available"}]
+    httpserver_ipv4.expect_request(re.compile(".*")).respond_with_handler(api.handle)
+    config = tmp_path / "kubeconfig"
+    config.write_text(kubeconfig_text(httpserver_ipv4.url_for("/").rstrip("/")))
+    ServingTarget(
+        kind="kubernetes",
+        context="double",
+        namespace="models",
+        kubeconfig=str(config),
+        image="registry.example/mlops-model-server:1",
+        rollout_timeout_s=20,
+        rollout_poll_s=0.05,
+        request_log_dir=str(tmp_path / "no-traffic"),
+    ).save("tmp-k8s", overwrite=True)
+    registry = _registry()
+    served_champion = registry.aliases(NAME)["champion"]  # what the local target serves
+    registry.set_alias(NAME, "champion", 2)
+    registry.set_alias(NAME, "challenger", 1)
+    _policy(window_requests=10, min_requests=5, canary_percent=20, window_timeout_s=1)
+    try:
+        result = deployment(
+            DeploymentParams(
+                model_name=NAME,
+                target_block="tmp-k8s",
+                policy_block="tmp-rollout",
+                registry_block="tmp-registry",
+            )
+        )
+    finally:
+        _policy(window_requests=40, min_requests=20, canary_percent=30)
+    assert result.decision == "rolled-back" and "insufficient traffic" in result.reasons[0]
+    writes = [c for c in api.calls if c["method"] in ("POST", "PATCH")]
+    bodies = [w["body"] for w in writes]
+    for body in bodies:
+        validate_manifest({**body, "apiVersion": "machinelearning.seldon.io/v1"})
+    canary = {p["name"]: p.get("traffic") for p in bodies[0]["spec"]["predictors"]}
+    assert canary == {"main": 80, "canary": 20}
+    final = api.objects["credit-serve"]["spec"]["predictors"]
+    assert [(p["name"], p["traffic"]) for p in final] == [("main", 100)]
+    assert "/versions/2" in final[0]["graph"]["modelUri"]
+    assert registry.aliases(NAME)["champion"] == 2
+
+    promoted = deployment(
+        DeploymentParams(
+            model_name=NAME,
+            action="promote",
+            version=1,
+            reason="k8s test",
+            target_block="tmp-k8s",
+            registry_block="tmp-registry",
+        )
+    )
+    assert (promoted.decision, promoted.champion) == ("promoted", 1)
+    final = api.objects["credit-serve"]["spec"]["predictors"]
+    assert len(final) == 1 and "/versions/1" in final[0]["graph"]["modelUri"]
+    registry.set_alias(NAME, "champion", served_champion)

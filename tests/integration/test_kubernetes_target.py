@@ -137,11 +137,9 @@ def api(httpserver_ipv4) -> FakeApiServer:
     return fake
 
 
-@pytest.fixture
-def kubeconfig(httpserver_ipv4, tmp_path: Path) -> str:
+def kubeconfig_text(server: str) -> str:
     """Two contexts: the current one points nowhere, so only the configured one can answer."""
-    server = httpserver_ipv4.url_for("/").rstrip("/")
-    text = f"""
+    return f"""
 apiVersion: v1
 kind: Config
 current-context: elsewhere
@@ -159,8 +157,12 @@ contexts:
 - name: elsewhere
   context: {{cluster: nowhere, user: tester}}
 """
+
+
+@pytest.fixture
+def kubeconfig(httpserver_ipv4, tmp_path: Path) -> str:
     path = tmp_path / "kubeconfig"
-    path.write_text(text)
+    path.write_text(kubeconfig_text(httpserver_ipv4.url_for("/").rstrip("/")))
     return str(path)
 
 
