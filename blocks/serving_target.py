@@ -28,7 +28,9 @@ class ServingTarget(Block):
     serving_python: str = Field(default=".venv-serving/bin/python")
     online_store: str = Field(default="data/feast/online_store.db", description="SQLite path.")
     workers: int = Field(default=1, ge=1, le=64, description="gunicorn workers per predictor.")
-    threads: int = Field(default=1, ge=1, le=64)
+    threads: int = Field(
+        default=2, ge=1, le=64, description="Per worker; >1 keeps connections alive."
+    )
     max_rows: int = Field(default=1000, ge=1, description="Larger batches are answered 413.")
     max_body_kb: int = Field(default=1024, ge=1, description="nginx refuses larger bodies (413).")
     startup_timeout_s: float = Field(default=60.0, gt=0)

@@ -9,7 +9,8 @@ registry version folder, or where Seldon's storage initializer put `modelUri` in
 version and its contract's Feast project must match them, or the load fails), `online_store`
 (the SQLite online store; without it only requests carrying their features are served),
 `log_dir` (the request and labels logs, deployments/request_log.py), `max_rows` (a larger
-batch is answered 413), and the request log's segment size, age and fsync interval.
+batch is answered 413), the request log's segment size, age and fsync interval, and how often
+metrics are handed to Seldon (`metrics_interval_s`).
 
 Two request forms, both Seldon's protocol:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
 from collections import Counter
@@ -79,6 +81,7 @@ class ModelServer:
         segment_mb: float | str = 64,
         segment_age_s: float | str = 300,
         fsync_s: float | str = 1.0,
+        metrics_interval_s: float | str = 1.0,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role '{role}' is not one of {ROLES}")
@@ -88,6 +91,11 @@ class ModelServer:
         self.online_store = online_store
         self.log_dir = Path(log_dir)
         self.max_rows = int(max_rows)
+        self.metrics_interval_s = float(metrics_interval_s)
+        self._metrics_lock = threading.Lock()
+        self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+        self._timers: list[dict[str, Any]] = []
+        self._flushed = 0.0
         self._log_settings = (int(float(segment_mb) * 2**20), float(segment_age_s), float(fsync_s))
         self.model: LoadedModel | None = None
         self.contract: ServingContract | None = None
@@ -165,7 +173,7 @@ class ModelServer:
             "meta": {
                 "puid": request_id,
                 "tags": tags,
-                "metrics": self._metrics(scores, latency_ms, lookup_ms, extra),
+                "metrics": self._batched(self._metrics(scores, latency_ms, lookup_ms, extra)),
             },
         }
 
@@ -189,7 +197,7 @@ class ModelServer:
                 "reason": exc.reason,
                 "status": "FAILURE",
             },
-            "meta": {"puid": request_id, "metrics": [metric]},
+            "meta": {"puid": request_id, "metrics": self._batched([metric])},
         }
 
     def _frame(self, request: Any) -> tuple[pd.DataFrame, list[dict[str, Any]], float | None]:
@@ -349,14 +357,14 @@ class ModelServer:
             "latency_ms": round(latency_ms, 3),
         }
         records = []
-        for i, (values, score) in enumerate(
-            zip(frame.itertuples(index=False), scores, strict=True)
-        ):
+        rows = frame.to_numpy(dtype="float64").tolist()  # itertuples costs 0.6 ms a request
+        for i, (values, score) in enumerate(zip(rows, scores.tolist(), strict=True)):
             record = {
                 **base,
                 "row": i,
-                "features": {n: jsonable(v) for n, v in zip(names, values, strict=True)},
-                "score": float(score),
+                # NaN (missing) as null; inf was refused before scoring
+                "features": {n: None if v != v else v for n, v in zip(names, values, strict=True)},
+                "score": score,
             }
             if extra:
                 record.update(
@@ -364,6 +372,27 @@ class ModelServer:
                 )
             records.append(record)
         self.requests.append(records)
+
+    def _batched(self, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Metrics for Seldon, handed over at most once per `metrics_interval_s`: each hand-over
+        is a round trip to Seldon's multiprocessing manager (0.7 ms), so counters are summed
+        here and timer observations queued, and Prometheus sees them up to that much later."""
+        with self._metrics_lock:
+            for metric in metrics:
+                if metric["type"] == "COUNTER":
+                    key = (metric["key"], tuple(sorted(metric["tags"].items())))
+                    if key in self._counters:
+                        self._counters[key]["value"] += metric["value"]
+                    else:
+                        self._counters[key] = dict(metric)
+                else:
+                    self._timers.append(metric)
+            now = time.monotonic()
+            if now - self._flushed < self.metrics_interval_s:
+                return []
+            out = [*self._counters.values(), *self._timers]
+            self._counters, self._timers, self._flushed = {}, [], now
+            return out
 
     def _metrics(
         self,

@@ -44,7 +44,12 @@ class LoadedModel:
 
 def lightgbm_predictor(model_text: str, features: list[str]) -> Predict:
     booster = lgb.Booster(model_str=model_text)
-    return lambda frame: np.asarray(booster.predict(frame[features]), dtype="float64")
+    if booster.pandas_categorical:  # trained on pandas categories: LightGBM maps the frame's
+        return lambda frame: np.asarray(booster.predict(frame[features]), dtype="float64")
+    # otherwise LightGBM reads a frame as this float64 array, with 0.15 ms of checks per call
+    return lambda frame: np.asarray(
+        booster.predict(frame[features].to_numpy(dtype="float64")), dtype="float64"
+    )
 
 
 def calibrated(predict: Predict, spec: Mapping[str, Any]) -> Predict:

@@ -148,8 +148,11 @@ def read_log(folder: str | Path, kind: str, since: str | None = None) -> LogRead
     A line that is not a JSON object is skipped and reported, never fatal.
     """
     out = LogRead()
+    oldest = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() if since else None
     for path in segments(folder, kind):
         try:
+            if oldest is not None and path.stat().st_mtime < oldest - 1.0:
+                continue  # last written before `since`: nothing in it is new enough
             lines = list(_lines(path))
         except OSError as exc:
             out.skipped.append(f"{path.name}: unreadable ({exc})")

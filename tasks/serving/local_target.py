@@ -41,7 +41,7 @@ class LocalSettings:
     serving_python: str = ".venv-serving/bin/python"
     online_store: str = "data/feast/online_store.db"
     workers: int = 1  # gunicorn workers per predictor
-    threads: int = 1
+    threads: int = 2  # >1: gunicorn's threaded worker, which keeps connections alive
     max_rows: int = 1000
     max_body_kb: int = 1024
     startup_timeout_s: float = 60.0
@@ -187,6 +187,9 @@ class LocalTarget:
             "PREDICTOR_ID": role,
             "PREDICTOR_LABELS": json.dumps({"version": str(version)}),
             "INCLUDE_METRICS_IN_CLIENT_RESPONSE": "false",
+            # one OpenMP thread per request thread: LightGBM's default pool stalls a 1-row
+            # predict for ms when the cores are busy (p99 9 ms -> 0.06 ms measured)
+            "OMP_NUM_THREADS": "1",
         }
         log_path = self.folder / f"predictor-{role}-v{version}-{http_port}.log"
         args = [
@@ -362,7 +365,10 @@ def _path_or_empty(path: str) -> str:
 
 
 def _tail(path: Path, lines: int = 15) -> str:
+    """The log's last error line (why a predictor stopped), then its last lines."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    errors = [t for t in text if "Error:" in t]
+    return "\n".join([*errors[-1:], *text[-lines:]])

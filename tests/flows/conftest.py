@@ -28,6 +28,13 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
             registry_path=str(feast / "registry.db"),
             sqlite_path=str(feast / "online.db"),
         ).save("tmp-feast", overwrite=True)
+        # `prepared`'s own store: tests that run data_prep on other data use tmp-feast, so the
+        # order tests run in never changes what the trained models read
+        FeatureRepo(
+            repo_path=str(ROOT / "features"),
+            registry_path=str(feast / "prepared-registry.db"),
+            sqlite_path=str(feast / "prepared-online.db"),
+        ).save("prepared-feast", overwrite=True)
         ModelRegistry(root_uri=str(tmp_path_factory.mktemp("registry"))).save(
             "tmp-registry", overwrite=True
         )
@@ -36,7 +43,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def prepared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Credit-risk data through data_prep into the tmp-feast store; its output folder."""
+    """Credit-risk data through data_prep into the prepared-feast store; its output folder."""
     root = tmp_path_factory.mktemp("train")
     generate_data(
         # 2.5 years: room for the 90-day horizon and the embargoes between the splits
@@ -54,7 +61,7 @@ def prepared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
             source_uri=str(root / "raw"),
             output_uri=str(root / "out"),
             dask_cluster_block="threads",
-            feature_repo_block="tmp-feast",
+            feature_repo_block="prepared-feast",
         )
     )
     return root / "out"

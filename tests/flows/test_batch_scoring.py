@@ -42,7 +42,7 @@ def champion(prepared: Path) -> int:
         TrainingParams(
             data_uri=str(prepared),
             model_name=NAME,
-            feature_repo_block="tmp-feast",
+            feature_repo_block="prepared-feast",
             registry_block="tmp-registry",
         )
     ).version
@@ -68,7 +68,7 @@ def _params(entities: Path, output: Path, **extra) -> BatchScoringParams:
         output_uri=str(output),
         timestamp_column=EVENT_TIME,
         dask_cluster_block="threads",
-        feature_repo_block="tmp-feast",
+        feature_repo_block="prepared-feast",
         registry_block="tmp-registry",
         **extra,
     )
@@ -83,7 +83,7 @@ def _reference(entities: Path, version: int) -> tuple[pd.DataFrame, np.ndarray]:
     )
     rows["purpose"] = rows["purpose"].astype("string")
     model = load_model(ModelRegistry.load("tmp-registry").registry(), NAME, version)
-    store = open_store(FeatureRepo.load("tmp-feast").settings())
+    store = open_store(FeatureRepo.load("prepared-feast").settings())
     frame = training_set(store, spec, rows, model.metadata["feature_service"])
     return frame, model.predict(frame)
 
@@ -131,7 +131,7 @@ def test_batch_scores_are_the_versions_own_on_point_in_time_features(
         load_model(registry, NAME, champion),
         pd.read_csv(entities),
         get_dataset("credit_risk"),
-        FeatureRepo.load("tmp-feast").settings(),
+        FeatureRepo.load("prepared-feast").settings(),
         EVENT_TIME,
     )
     assert np.array_equal(same["score"].to_numpy(), expected)
@@ -170,7 +170,7 @@ def test_a_bad_entity_file_is_named_and_the_earlier_output_stays(
 
     spec = get_dataset("credit_risk")
     model = load_model(ModelRegistry.load("tmp-registry").registry(), NAME, champion)
-    settings = FeatureRepo.load("tmp-feast").settings()
+    settings = FeatureRepo.load("prepared-feast").settings()
     bad_time = tmp_path / "bad_time.csv"
     rows.assign(**{EVENT_TIME: rows[EVENT_TIME].where(rows.index != 450, "yesterday")}).to_csv(
         bad_time, index=False
@@ -210,7 +210,7 @@ def test_a_changed_feature_set_is_refused_naming_the_views(
             str(entities),
             str(output),
             get_dataset("credit_risk"),
-            FeatureRepo.load("tmp-feast").settings(),
+            FeatureRepo.load("prepared-feast").settings(),
             EVENT_TIME,
         )
     assert not output.exists()
@@ -221,7 +221,7 @@ def test_an_interrupted_write_leaves_no_partial_output(
 ) -> None:
     spec = get_dataset("credit_risk")
     model = load_model(ModelRegistry.load("tmp-registry").registry(), NAME, champion)
-    settings = FeatureRepo.load("tmp-feast").settings()
+    settings = FeatureRepo.load("prepared-feast").settings()
     output = tmp_path / "scores.parquet"
     batch_score(model, str(entities), str(output), spec, settings, EVENT_TIME)
     before = output.read_bytes()
@@ -257,7 +257,7 @@ def test_entity_rows_and_scores_on_another_filesystem(
     memory.pipe("/batch/rows.csv", entities.read_bytes())
     spec = get_dataset("credit_risk")
     model = load_model(ModelRegistry.load("tmp-registry").registry(), NAME, champion)
-    settings = FeatureRepo.load("tmp-feast").settings()
+    settings = FeatureRepo.load("prepared-feast").settings()
     result = batch_score(
         model,
         "memory://batch/rows.csv",

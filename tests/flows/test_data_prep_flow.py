@@ -40,6 +40,13 @@ async def _artifacts(key: str):
         )
 
 
+def _latest(key: str):
+    """The newest artifact of `key` (the session's other data_prep runs write the same keys)."""
+    import asyncio
+
+    return max(asyncio.run(_artifacts(key)), key=lambda a: a.created)
+
+
 def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = data_prep(
@@ -62,13 +69,11 @@ def test_data_prep_builds_features_and_reports_them(raw: Path, tmp_path: Path) -
     assert len(rejected) == result.rows_rejected
     assert [p.name for p in (out / "snapshots").iterdir()] == [result.snapshot]
 
-    import asyncio
-
-    (table,) = asyncio.run(_artifacts("data-prep-credit-risk"))
+    table = _latest("data-prep-credit-risk")
     assert table.type == "table" and "rows_rejected" in str(table.data)
-    (markdown,) = asyncio.run(_artifacts("data-prep-credit-risk-features"))
+    markdown = _latest("data-prep-credit-risk-features")
     assert "transaction_windows" in markdown.data and "amount_sum_30d" in markdown.data
-    (skew,) = asyncio.run(_artifacts("feature-skew-credit-risk"))
+    skew = _latest("feature-skew-credit-risk")
     assert "credit_risk_default_v1" in str(skew.data) and "mismatch_rate" in str(skew.data)
 
     # data_prep ended by materializing: the online store answers for a customer

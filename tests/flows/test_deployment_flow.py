@@ -43,14 +43,14 @@ def served(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 data_uri=str(prepared),
                 model_name=NAME,
                 seed=seed,
-                feature_repo_block="tmp-feast",
+                feature_repo_block="prepared-feast",
                 registry_block="tmp-registry",
             )
         )
     block = ServingTarget(
         state_dir=str(tmp_path_factory.mktemp("serving")),
         port=free_port(),
-        online_store=FeatureRepo.load("tmp-feast").sqlite_path,
+        online_store=FeatureRepo.load("prepared-feast").sqlite_path,
         max_body_kb=256,
         drain_s=0.5,
     )
@@ -233,9 +233,8 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(served: LocalTarget, 
 
 
 def test_feedback_is_logged_and_metrics_are_exported(served: LocalTarget, prepared) -> None:
-    status, answer = http_json(
-        f"{served.url}/api/v1.0/predictions", {"jsonData": {"rows": _rows(prepared, 2)}}
-    )
+    rows = _rows(prepared, 2)
+    status, answer = http_json(f"{served.url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})
     assert status == 200
     request_id = answer["meta"]["tags"]["request_id"]
     status, _ = http_json(
@@ -248,7 +247,9 @@ def test_feedback_is_logged_and_metrics_are_exported(served: LocalTarget, prepar
         (0, 1.0),
         (1, 0.0),
     ]
-    (main,) = served.predictors()
+    time.sleep(1.1)  # metrics reach Seldon once a second (ModelServer.metrics_interval_s)...
+    assert http_json(f"{served.url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})[0] == 200
+    (main,) = served.predictors()  # ... with the next request
     with urllib.request.urlopen(f"http://127.0.0.1:{main.metrics_port}/metrics") as response:
         text = response.read().decode()
     for metric in (
@@ -334,11 +335,13 @@ def test_answered_requests_survive_a_killed_server(served: LocalTarget, prepared
     predictor = target.start("main", 2, registry.version_path(NAME, 2))
     try:
         with Traffic(predictor.url, _rows(prepared), clients=2) as traffic:
-            time.sleep(2.0)
+            deadline = time.monotonic() + 30
+            while len(traffic.answered) < 30 and time.monotonic() < deadline:
+                time.sleep(0.1)
             os.killpg(predictor.pid, signal.SIGKILL)
             time.sleep(0.5)
         logged = {r["request_id"] for r in read_log(target.log_dir / REQUESTS, REQUESTS).records}
-        assert len(traffic.answered) > 20
+        assert len(traffic.answered) >= 30
         assert set(traffic.answered) <= logged
         assert any(s != 200 for s in traffic.statuses)  # the kill did cut requests off
         log = next(target.folder.glob("predictor-main-*.log")).read_text()
@@ -359,7 +362,7 @@ def test_the_server_scores_as_batch_scoring_does(served: LocalTarget, prepared: 
     spec = get_dataset("credit_risk")
     entities = pd.DataFrame(rows).assign(**{spec.timestamp_field: pd.Timestamp.now(tz="UTC")})
     model = load_model(_registry(), NAME, "champion")
-    batch = score_frame(model, entities, spec, FeatureRepo.load("tmp-feast").settings())
+    batch = score_frame(model, entities, spec, FeatureRepo.load("prepared-feast").settings())
     assert batch["score"].tolist() == answer["data"]["ndarray"]
 
 

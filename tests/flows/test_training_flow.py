@@ -19,7 +19,7 @@ pytestmark = pytest.mark.flows
 def _params(data_uri: Path, **extra) -> TrainingParams:
     return TrainingParams(
         data_uri=str(data_uri),
-        feature_repo_block="tmp-feast",
+        feature_repo_block="prepared-feast",
         registry_block="tmp-registry",
         **extra,
     )
@@ -137,6 +137,8 @@ def test_every_labelled_row_has_window_counts_equal_to_a_recount(prepared: Path)
     """The training set's txn_count_7d and txn_count_30d for every labelled application equal
     an independent recount from the raw transactions (idle customers count 0, not last
     week's value)."""
-    result = compare(prepared.parent / "raw", prepared, FeatureRepo.load("tmp-feast").settings())
+    result = compare(
+        prepared.parent / "raw", prepared, FeatureRepo.load("prepared-feast").settings()
+    )
     assert result["rows"] > 1_000
     assert result == {"rows": result["rows"], "mismatches_7d": 0, "mismatches_30d": 0}

@@ -34,7 +34,7 @@ def _train(data_uri: Path, name: str) -> int:
         TrainingParams(
             data_uri=str(data_uri),
             model_name=name,
-            feature_repo_block="tmp-feast",
+            feature_repo_block="prepared-feast",
             registry_block="tmp-registry",
         )
     ).version
@@ -45,7 +45,7 @@ def _validate(data_uri: Path, name: str, **extra) -> ValidationResult:
         ValidationParams(
             model_name=name,
             data_uri=str(data_uri),
-            feature_repo_block="tmp-feast",
+            feature_repo_block="prepared-feast",
             registry_block="tmp-registry",
             **extra,
         )
@@ -212,7 +212,7 @@ def test_a_torch_candidate_is_validated_like_any_other(prepared: Path) -> None:
             model_name="credit-mlp",
             trainer="torch",
             torch=TorchParams(processes=1, epochs=20, batch_size=128),
-            feature_repo_block="tmp-feast",
+            feature_repo_block="prepared-feast",
             registry_block="tmp-registry",
         )
     )
