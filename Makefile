@@ -47,3 +47,4 @@ bench: setup
 	$(VENV)/bin/python -m bench.features
 	$(VENV)/bin/python -m bench.train
 	$(VENV)/bin/python -m bench.validate
+	$(VENV)/bin/python -m bench.serve

@@ -19,7 +19,7 @@ looks up, and every setup scores the same values.
       lookup of the stored features, on-demand features computed;
   (e) (d) through the local target's nginx (`LocalTarget.route`).
   Each server: `python -m deployments.seldon_local`, gunicorn with `--workers`/`--threads`
-  (the local target's defaults: 1 and 1), gRPC off, its request log in a temporary folder.
+  (the local target's defaults: 1 and 2), gRPC off, its request log in a temporary folder.
   Besides, in process with no HTTP or Seldon: `ModelServer.predict_raw` of both forms (the
   server's own code, request log included), to split (c)-(b) into the server's code and the
   rest.
@@ -29,9 +29,9 @@ looks up, and every setup scores the same values.
    not 200 or lacks one score per row is an error. 1 row and 100 rows per request (bodies
    cycling over the rows); setups and sizes round-robin in blocks of `--block` calls, after
    `--warmup` untimed calls each; p50/p99 of `--requests` calls per setup and size. The TCP
-   connections the client had to open are counted: a one-thread gunicorn runs its sync worker,
-   which answers `Connection: close`, so (b)-(d) pay a connect per call (inside the time);
-   (e)'s client keeps its connection to nginx, which connects to the server per call.
+   connections the client had to open are counted: with `--threads 1` gunicorn runs its sync
+   worker, which answers `Connection: close`, so each call pays a connect (inside the time);
+   with 2 threads (the default) the threaded worker keeps the connection.
 2. Throughput: Debian's `wrk -t2 -c8 -d<s>s --latency` with a Lua script POSTing 1-row bodies
    (cycling over the same rows), for (b), (c), (c) without its request log (bench/bare_booster.py's
    `UnloggedModelServer`, `_log` a no-op, started the same way), (d) and (e); `--wrk-rounds`
@@ -168,7 +168,8 @@ def request_rows(server: ModelServer, pool: int, seed: int) -> tuple[list[dict],
     for record in drawn.to_dict("records"):
         row = {k: _native(v) for k, v in record.items()}
         try:  # the server's own assembly of a request's features (lookup + on-demand)
-            frame, extra, _ = server._from_entities({"rows": [row]})
+            values, extra, _ = server._from_entities({"rows": [row]})
+            frame = pd.DataFrame(values, columns=contract.features)
         except ValueError:  # BadRequest: unknown entity, a bad field
             continue
         if extra[0]["missing"] or extra[0]["expired"] or frame[strict].isna().any(axis=None):

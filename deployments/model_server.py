@@ -156,12 +156,12 @@ class ModelServer:
         try:
             if self.model is None:
                 raise BadRequest("NOT_LOADED", "the model is not loaded", 503)
-            frame, extra, lookup_ms = self._frame(request)
+            values, extra, lookup_ms = self._values(request)
         except BadRequest as exc:
             return self._refused(exc, request_id)
-        scores = self.model.predict(frame)
+        scores = self._predict(values)
         latency_ms = (time.perf_counter() - started) * 1000
-        self._log(request_id, frame, scores, extra, latency_ms)
+        self._log(request_id, values, scores, extra, latency_ms)
         tags = {
             **self._tags,
             "request_id": request_id,
@@ -200,7 +200,15 @@ class ModelServer:
             "meta": {"puid": request_id, "metrics": self._batched([metric])},
         }
 
-    def _frame(self, request: Any) -> tuple[pd.DataFrame, list[dict[str, Any]], float | None]:
+    def _predict(self, values: np.ndarray) -> np.ndarray:
+        assert self.model is not None
+        if self.model.predict_matrix is not None:  # no DataFrame: 0.4 ms less a request
+            return self.model.predict_matrix(values)
+        return self.model.predict(pd.DataFrame(values, columns=self.model.features))
+
+    def _values(self, request: Any) -> tuple[np.ndarray, list[dict[str, Any]], float | None]:
+        """The feature vectors (rows in the version's order), per-row lookup details, and the
+        online lookup's time; BadRequest if the request cannot be scored."""
         if not isinstance(request, dict):
             raise BadRequest("BAD_JSON", "the request must be a JSON object")
         if "jsonData" in request:
@@ -222,7 +230,7 @@ class ModelServer:
             )
         return rows
 
-    def _from_features(self, data: Any) -> pd.DataFrame:
+    def _from_features(self, data: Any) -> np.ndarray:
         assert self.contract is not None
         features = self.contract.features
         if not isinstance(data, dict) or "ndarray" not in data:
@@ -248,7 +256,7 @@ class ModelServer:
             )
         values = np.array(flat, dtype="float64").reshape(len(rows), width)
         self._check_finite(values, strict=True)
-        return pd.DataFrame(values, columns=features)
+        return values
 
     def _check_finite(self, values: np.ndarray, strict: bool) -> None:
         assert self.contract is not None
@@ -269,9 +277,7 @@ class ModelServer:
                     "does not allow (it had no missing values in training)",
                 )
 
-    def _from_entities(
-        self, payload: Any
-    ) -> tuple[pd.DataFrame, list[dict[str, Any]], float | None]:
+    def _from_entities(self, payload: Any) -> tuple[np.ndarray, list[dict[str, Any]], float | None]:
         assert self.contract is not None
         contract = self.contract
         if self.reader is None:
@@ -332,21 +338,22 @@ class ModelServer:
         except (TypeError, ValueError) as exc:
             raise BadRequest("NOT_A_NUMBER", f"a feature is not numeric: {exc}") from None
         self._check_finite(values, strict=False)
-        return pd.DataFrame(values, columns=contract.features), extra, lookup_ms
+        return values, extra, lookup_ms
 
     # -- the request log and metrics ----------------------------------------------------------
 
     def _log(
         self,
         request_id: str,
-        frame: pd.DataFrame,
+        values: np.ndarray,
         scores: np.ndarray,
         extra: list[dict[str, Any]],
         latency_ms: float,
     ) -> None:
         assert self.model is not None
         now = utc_now()
-        names = list(frame.columns)
+        assert self.contract is not None
+        names = self.contract.features
         base = {
             "request_id": request_id,
             "time": now,
@@ -357,13 +364,13 @@ class ModelServer:
             "latency_ms": round(latency_ms, 3),
         }
         records = []
-        rows = frame.to_numpy(dtype="float64").tolist()  # itertuples costs 0.6 ms a request
-        for i, (values, score) in enumerate(zip(rows, scores.tolist(), strict=True)):
+        rows = values.tolist()  # a frame's itertuples cost 0.6 ms a request
+        for i, (row, score) in enumerate(zip(rows, scores.tolist(), strict=True)):
             record = {
                 **base,
                 "row": i,
                 # NaN (missing) as null; inf was refused before scoring
-                "features": {n: None if v != v else v for n, v in zip(names, values, strict=True)},
+                "features": {n: None if v != v else v for n, v in zip(names, row, strict=True)},
                 "score": score,
             }
             if extra:

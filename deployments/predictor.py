@@ -21,6 +21,7 @@ import pandas as pd
 from deployments.calibration import CALIBRATION, calibration_map
 
 Predict = Callable[[pd.DataFrame], np.ndarray]  # feature frame -> P(positive class)
+Matrix = Callable[[np.ndarray], np.ndarray]  # float64 rows in the version's feature order -> P
 REFERENCE = "reference.parquet"  # a sample of training rows: features and label
 FEATURES = "features.json"
 MODEL_FILES: dict[str, tuple[str, ...]] = {
@@ -40,32 +41,34 @@ class LoadedModel:
     features: list[str]
     metadata: dict[str, Any]
     predict: Predict
+    predict_matrix: Matrix | None = None  # the same scores without a frame (the model server)
 
 
 def lightgbm_predictor(model_text: str, features: list[str]) -> Predict:
+    return lightgbm_predictors(model_text, features)[0]
+
+
+def lightgbm_predictors(model_text: str, features: list[str]) -> tuple[Predict, Matrix | None]:
+    """A frame predictor and, unless the model maps pandas categories, a matrix one."""
     booster = lgb.Booster(model_str=model_text)
     if booster.pandas_categorical:  # trained on pandas categories: LightGBM maps the frame's
-        return lambda frame: np.asarray(booster.predict(frame[features]), dtype="float64")
-    # otherwise LightGBM reads a frame as this float64 array, with 0.15 ms of checks per call
-    return lambda frame: np.asarray(
-        booster.predict(frame[features].to_numpy(dtype="float64")), dtype="float64"
-    )
+        return lambda frame: np.asarray(booster.predict(frame[features]), dtype="float64"), None
+
+    def matrix(values: np.ndarray) -> np.ndarray:
+        return np.asarray(booster.predict(values), dtype="float64")
+
+    # LightGBM reads a frame as this float64 array anyway, after 0.15 ms of checks per call
+    return lambda frame: matrix(frame[features].to_numpy(dtype="float64")), matrix
 
 
-def calibrated(predict: Predict, spec: Mapping[str, Any]) -> Predict:
-    """`predict` followed by the calibration map `spec` describes."""
-    apply = calibration_map(spec)
-    return lambda frame: apply(predict(frame))
-
-
-def _torch(files: Mapping[str, bytes], features: list[str]) -> Predict:
+def _torch(files: Mapping[str, bytes], features: list[str]) -> tuple[Predict, Matrix | None]:
     from deployments.torch_mlp import torch_predictor  # torch loads only for torch models
 
-    return torch_predictor(files["model.pt"], json.loads(files["model.json"]))
+    return torch_predictor(files["model.pt"], json.loads(files["model.json"])), None
 
 
-BUILDERS: dict[str, Callable[[Mapping[str, bytes], list[str]], Predict]] = {
-    "lightgbm": lambda files, features: lightgbm_predictor(files["model.txt"].decode(), features),
+BUILDERS: dict[str, Callable[[Mapping[str, bytes], list[str]], tuple[Predict, Matrix | None]]] = {
+    "lightgbm": lambda files, features: lightgbm_predictors(files["model.txt"].decode(), features),
     "torch": _torch,
 }
 
@@ -93,15 +96,26 @@ def loaded_model(
         raise ModelLoadError(f"{where}: cannot load {FEATURES}: {exc}") from exc
     names = MODEL_FILES[trainer]
     try:  # any parse error of a stored model file is a load failure
-        predict = BUILDERS[trainer]({f: read(f) for f in names}, features)
+        predict, matrix = BUILDERS[trainer]({f: read(f) for f in names}, features)
     except Exception as exc:
         raise ModelLoadError(f"{where}: cannot load {', '.join(names)}: {exc}") from exc
     if CALIBRATION in files:
         try:
-            predict = calibrated(predict, json.loads(read(CALIBRATION)))
+            apply = calibration_map(json.loads(read(CALIBRATION)))
         except Exception as exc:
             raise ModelLoadError(f"{where}: cannot load {CALIBRATION}: {exc}") from exc
-    return LoadedModel(name, version, features, metadata, predict)
+        predict = _then(predict, apply)
+        matrix = _then(matrix, apply) if matrix else None
+    return LoadedModel(name, version, features, metadata, predict, matrix)
+
+
+def calibrated(predict: Predict, spec: Mapping[str, Any]) -> Predict:
+    """`predict` followed by the calibration map `spec` describes."""
+    return _then(predict, calibration_map(spec))  # type: ignore[no-any-return]
+
+
+def _then(first: Callable[[Any], np.ndarray], then: Callable[[np.ndarray], np.ndarray]) -> Any:
+    return lambda data: then(first(data))
 
 
 def load_version(root: str | Path, name: str, ref: int | str) -> LoadedModel:

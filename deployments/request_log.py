@@ -9,7 +9,7 @@ every complete line and leaves a trailing partial one for later.
 Durability: each call appends its records in one write(2) to a file opened with O_APPEND,
 before the server answers. A killed server (SIGKILL included) loses no answered request, only
 those it had not answered; a crash of the machine itself loses at most the last `fsync_s`
-seconds (the file is fsynced on rotation and when `fsync_s` has passed since the last fsync).
+seconds (a background thread fsyncs the segment every `fsync_s`, and rotation fsyncs it).
 """
 
 from __future__ import annotations
@@ -69,9 +69,10 @@ class SegmentWriter:
         self._fd: int | None = None
         self._pid = -1
         self._opened = 0.0
-        self._synced = 0.0
         self._size = 0
         self._count = 0
+        self._dirty = False
+        self._syncing_pid = -1  # the process whose background fsync thread runs
         self.path: Path | None = None
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -93,9 +94,23 @@ class SegmentWriter:
             if written != len(payload):  # a full disk: never leave half a line unfinished
                 raise OSError(f"{self.path}: wrote {written} of {len(payload)} bytes")
             self._size += written
-            if now - self._synced >= self.fsync_s:
-                os.fsync(self._fd)
-                self._synced = now
+            self._dirty = True
+
+    def _sync_loop(self, pid: int) -> None:
+        """fsync the current segment every `fsync_s` seconds, off the request path (an fsync
+        on a busy disk took requests' throughput down by a tenth when it ran inline)."""
+        while True:
+            time.sleep(self.fsync_s)
+            with self._lock:
+                if self._pid != pid or self._fd is None or not self._dirty:
+                    continue
+                fd, self._dirty = os.dup(self._fd), False  # survives a rotation meanwhile
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass  # a closed or vanished file: the rotation fsynced it
+            finally:
+                os.close(fd)
 
     def _open(self, now: float) -> None:
         self._fd = None  # after a fork the inherited descriptor is the parent's: never shared
@@ -106,14 +121,18 @@ class SegmentWriter:
         host = socket.gethostname().replace("-", "_")
         self.path = self.folder / f"{self.kind}-{stamp}-{host}-{self._pid}-{self._count}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        self._opened = self._synced = now
+        self._opened = now
         self._size = 0
+        if self._syncing_pid != self._pid:  # threads do not survive a fork: one per process
+            self._syncing_pid = self._pid
+            threading.Thread(target=self._sync_loop, args=(self._pid,), daemon=True).start()
 
     def _close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
             os.fsync(self._fd)
             os.close(self._fd)
         self._fd = None
+        self._dirty = False
 
     def close(self) -> None:
         with self._lock:

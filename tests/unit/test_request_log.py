@@ -68,3 +68,13 @@ def test_records_that_are_not_json_are_refused_before_writing(tmp_path: Path) ->
     with pytest.raises(ValueError):
         writer.append([{"score": float("nan")}])
     assert read_log(tmp_path, REQUESTS).records == []
+
+
+def test_segments_are_fsynced_in_the_background(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, REQUESTS, fsync_s=0.05)
+    writer.append(_records(0, 1))
+    assert writer._dirty
+    deadline = time.monotonic() + 5
+    while writer._dirty and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not writer._dirty  # the append returned before the fsync; the thread did it
