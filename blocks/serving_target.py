@@ -42,6 +42,14 @@ class ServingTarget(Block):
     image: str = Field(default="mlops-model-server:latest", description="deployments/seldon.")
     rollout_timeout_s: float = Field(default=600.0, gt=0, description="Wait for Available.")
     rollout_poll_s: float = Field(default=2.0, gt=0, description="How often to read its state.")
+    log_claim: str | None = Field(
+        default=None,
+        description="A PersistentVolumeClaim the predictors write their request log to (none: "
+        "a pod-local folder, which no window can be judged by).",
+    )
+    cluster_online_store: str = Field(
+        default="", description="The online store's path in the predictors' pods (entity form)."
+    )
     request_log_dir: str = Field(
         default="",
         description="Where this flow reads the request log the cluster's predictors write (their "

@@ -47,6 +47,7 @@ from deployments.request_log import LABELS, REQUESTS, SegmentWriter, jsonable, u
 
 logger = logging.getLogger(__name__)
 
+SERVER_CLASS = "deployments.model_server.ModelServer"  # what seldon-core-microservice runs
 ROLES = ("main", "canary", "shadow")
 SCORE_BUCKETS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]  # cumulative, as a `le`
 NUMBER = (int, float)
@@ -109,7 +110,7 @@ class ModelServer:
         try:
             model = load_folder(self.model_dir)
             contract = ServingContract.from_json((Path(self.model_dir) / SERVING).read_bytes())
-            contract.transforms()  # import them now: a bad path fails the load, not a request
+            transforms = contract.transforms()  # a bad path fails the load, not a request
             reader = None
             if self.online_store:
                 reader = OnlineReader(self.online_store, contract.project, contract.views)
@@ -129,7 +130,7 @@ class ModelServer:
         size, age, fsync = self._log_settings
         self.requests = SegmentWriter(self.log_dir / REQUESTS, REQUESTS, size, age, fsync)
         self.labels = SegmentWriter(self.log_dir / LABELS, LABELS, size, age, fsync)
-        self._transforms = contract.transforms()
+        self._transforms = transforms
         self._strict = [i for i, f in enumerate(contract.features) if f not in contract.nullable]
         self._tags = {"model": model.name, "version": str(model.version), "role": self.role}
         self.model, self.contract, self.reader = model, contract, reader
@@ -142,9 +143,6 @@ class ModelServer:
         if self.reader is not None:
             self.reader.ping()
         return {**self._tags, "fingerprint": self.contract.fingerprint}
-
-    def tags(self) -> dict[str, Any]:
-        return dict(self._tags) if self.model else {}
 
     # -- predictions --------------------------------------------------------------------------
 
@@ -254,7 +252,10 @@ class ModelServer:
                 "NOT_A_NUMBER",
                 f"row {row}, feature '{features[col]}': {flat[wrong]!r} is not a number",
             )
-        values = np.array(flat, dtype="float64").reshape(len(rows), width)
+        try:
+            values = np.array(flat, dtype="float64").reshape(len(rows), width)
+        except OverflowError:  # an integer beyond float64
+            raise BadRequest("NOT_A_NUMBER", "a feature value is too large for a float") from None
         self._check_finite(values, strict=True)
         return values
 
@@ -427,7 +428,7 @@ class ModelServer:
                 "value": int(c),
                 "tags": {**tags, "le": str(b)},
             }
-            for b, c in zip(SCORE_BUCKETS, counts, strict=True)
+            for b, c in [*zip(SCORE_BUCKETS, counts, strict=True), ("+Inf", len(scores))]
         ]
         if lookup_ms is not None:
             out.append(
@@ -489,9 +490,7 @@ class ModelServer:
                 "row": i,
                 "time": now,
                 "label": float(v),
-                "model": self.model.name,
-                "version": self.model.version,
-                "role": self.role,
+                "model": self.model.name,  # the version that scored it: by id, in the requests
             }
             for i, v in enumerate(flat)
         ]
@@ -514,9 +513,9 @@ def _names_problem(names: Any, features: list[str]) -> str:
     unknown = [n for n in names if n not in features]
     if missing or unknown:
         return f"data.names: missing {missing}, unknown {unknown}"
-    first = next(i for i, (a, b) in enumerate(zip(names, features, strict=False)) if a != b)
     if len(names) != len(features):
         return f"data.names: {len(names)} names; the version takes {len(features)}"
+    first = next(i for i, (a, b) in enumerate(zip(names, features, strict=True)) if a != b)
     return (
         f"data.names: wrong order at position {first}: '{names[first]}' where the version "
         f"takes '{features[first]}'"
@@ -532,10 +531,14 @@ def _field_problem(value: Any, dtype: str) -> str | None:
         return None if isinstance(value, bool) else f"{value!r} is not a boolean"
     if type(value) not in NUMBER:
         return f"{value!r} is not a number"
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:
+        return "too large for a float"
+    if not finite:
+        return f"{value!r} is not finite"
     if dtype == "int64" and not (type(value) is int or float(value).is_integer()):
         return f"{value!r} is not an integer"
-    if not math.isfinite(value):
-        return f"{value!r} is not finite"
     return None
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 ACCESS_LOG = "access.log"
 LOG_FORMAT = (
-    '{"time":"$time_iso8601","msec":$msec,"upstream":"$upstream_addr","status":$status,'
+    '{"time":"$time_iso8601","msec":$msec,"id":"$request_id","upstream":"$upstream_addr",'
+    '"status":$status,'
     '"upstream_status":"$upstream_status","request_time":$request_time,'
-    '"upstream_time":"$upstream_response_time","uri":"$uri","bytes":$request_length}'
+    '"upstream_time":"$upstream_response_time","uri":"$request_uri","bytes":$request_length}'
 )
 
 
@@ -91,6 +92,7 @@ events {{
 http {{
   log_format mlops escape=json '{LOG_FORMAT}';
   access_log {state}/{ACCESS_LOG} mlops;
+  log_subrequest on;  # the shadow's mirrored requests too: its errors count in the window
 {temp}
   client_max_body_size {max_body_kb}k;
   # bodies stay in memory: one spilled to a temp file (over 8-16k) reached the predictor

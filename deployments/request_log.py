@@ -91,7 +91,8 @@ class SegmentWriter:
                 self._open(now)
             assert self._fd is not None
             written = os.write(self._fd, payload)
-            if written != len(payload):  # a full disk: never leave half a line unfinished
+            if written != len(payload):  # a full disk: take the half-written lines back
+                os.ftruncate(self._fd, self._size)
                 raise OSError(f"{self.path}: wrote {written} of {len(payload)} bytes")
             self._size += written
             self._dirty = True
@@ -113,7 +114,9 @@ class SegmentWriter:
                 os.close(fd)
 
     def _open(self, now: float) -> None:
-        self._fd = None  # after a fork the inherited descriptor is the parent's: never shared
+        if self._fd is not None and self._pid != os.getpid():
+            os.close(self._fd)  # the parent's segment, inherited by a fork: never shared
+        self._fd = None
         self._pid = os.getpid()
         self._count += 1
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -121,6 +124,11 @@ class SegmentWriter:
         host = socket.gethostname().replace("-", "_")
         self.path = self.folder / f"{self.kind}-{stamp}-{host}-{self._pid}-{self._count}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        folder = os.open(self.folder, os.O_RDONLY)
+        try:  # the new name itself survives a machine crash
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         self._opened = now
         self._size = 0
         if self._syncing_pid != self._pid:  # threads do not survive a fork: one per process

@@ -71,7 +71,7 @@ class DeploymentParams(BaseModel):
 class DeploymentResult(BaseModel):
     model: str
     action: Action
-    decision: str  # promoted | rolled-back | serving | unchanged
+    decision: str  # promoted | rolled-back | refused (a manual move) | serving | unchanged
     version: int | None
     champion: int | None
     reasons: list[str] = Field(default_factory=list)
@@ -218,9 +218,11 @@ def deployment(params: DeploymentParams = DeploymentParams()) -> DeploymentResul
             decision = "rolled-back" if params.action == "rollback" else "promoted"
             outcome.update(decision=decision, champion_after=version, reasons=[])
         except RolloutRejected as exc:
-            logger.warning("%s v%s rolled back at %s: %s", name, version, exc.stage, exc.reasons)
+            # a refused rollout is rolled back; a refused manual move simply did not happen
+            decision = "rolled-back" if params.action == "rollout" else "refused"
+            logger.warning("%s v%s %s at %s: %s", name, version, decision, exc.stage, exc.reasons)
             outcome.update(
-                decision="rolled-back",
+                decision=decision,
                 stage=exc.stage,
                 reasons=exc.reasons,
                 champion_after=champion,
@@ -290,6 +292,8 @@ def on_kubernetes(
             policy,
             block.image,
             block.request_log_dir,
+            block.cluster_online_store,
+            block.log_claim,
         )
     if outcome["decision"] == "promoted":
         move_alias(registry, name, "champion", version)

@@ -9,6 +9,7 @@ own session and stopped by pid, process group first with SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -16,16 +17,19 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deployments.model_server import SERVER_CLASS
 from deployments.nginx import ACCESS_LOG, Upstream, nginx_config
 from tasks.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_CLASS = "deployments.model_server.ModelServer"
+LAUNCHER = "deployments.seldon_local"  # in every predictor's command line
 STATE = "state.json"
 
 
@@ -57,10 +61,11 @@ class Predictor:
     metrics_port: int
     pid: int
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.host}:{self.http_port}"
 
     @property
     def url(self) -> str:
@@ -75,24 +80,35 @@ class Routing:
     shadow: int | None = None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = "127.0.0.1", taken: tuple[int, ...] = ()) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, marker: str) -> bool:
+    """Whether `pid` runs and is still the process recorded (its command line holds `marker`):
+    after a reboot a recorded pid may belong to anything, and is never signalled then."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return False
     try:  # a zombie child of this process counts as dead
         done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
+        if done != 0:
+            return False
     except ChildProcessError:
-        return True
+        pass
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return marker.encode() in command
 
 
 def http_json(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -129,7 +145,7 @@ class LocalTarget:
         return self.folder / ACCESS_LOG
 
     def is_alive(self, predictor: Predictor) -> bool:
-        return _alive(predictor.pid)
+        return _alive(predictor.pid, LAUNCHER)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -148,19 +164,30 @@ class LocalTarget:
     def predictors(self) -> list[Predictor]:
         """The recorded predictors whose process is still running."""
         found = [Predictor(**p) for p in self.state()["predictors"]]
-        return [p for p in found if _alive(p.pid)]
+        return [p for p in found if _alive(p.pid, LAUNCHER)]
 
     def routing(self) -> Routing | None:
         routing = self.state().get("routing")
         return Routing(**routing) if routing else None
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer of the state at a time (a deployment run, `mlops serving stop`, ...)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def _record(self, predictor: Predictor | None = None, drop: int | None = None) -> None:
-        state = self.state()
-        kept = [p for p in state["predictors"] if p["pid"] != drop and _alive(p["pid"])]
-        if predictor is not None:
-            kept.append(asdict(predictor))
-        state["predictors"] = kept
-        self._save(state)
+        with self._locked():
+            state = self.state()
+            kept = [
+                p for p in state["predictors"] if p["pid"] != drop and _alive(p["pid"], LAUNCHER)
+            ]
+            if predictor is not None:
+                kept.append(asdict(predictor))
+            state["predictors"] = kept
+            self._save(state)
 
     # -- predictors ---------------------------------------------------------------------------
 
@@ -170,7 +197,8 @@ class LocalTarget:
         traffic: it is never routed to."""
         s = self.settings
         self.folder.mkdir(parents=True, exist_ok=True)
-        http_port, metrics_port = free_port(), free_port()
+        http_port = free_port(s.host)
+        metrics_port = free_port(s.host, taken=(http_port,))
         parameters = [
             {"name": "model_dir", "value": str(Path(model_dir).resolve()), "type": "STRING"},
             {"name": "role", "value": role, "type": "STRING"},
@@ -195,7 +223,7 @@ class LocalTarget:
         args = [
             str(_resolve(s.serving_python)),
             "-m",
-            "deployments.seldon_local",
+            LAUNCHER,
             "--host",
             s.host,
             SERVER_CLASS,
@@ -223,20 +251,24 @@ class LocalTarget:
                 env=env,
                 start_new_session=True,
             )
-        predictor = Predictor(role, version, str(model_dir), http_port, metrics_port, process.pid)
+        predictor = Predictor(
+            role, version, str(model_dir), http_port, metrics_port, process.pid, host=s.host
+        )
         self._record(predictor)
         try:
-            self.wait_healthy(predictor, log_path)
+            self.wait_healthy(predictor, log_path, process)
         except BaseException:
             self.stop(predictor, drain_s=0)
             raise
         return predictor
 
-    def wait_healthy(self, predictor: Predictor, log_path: Path) -> None:
+    def wait_healthy(
+        self, predictor: Predictor, log_path: Path, process: subprocess.Popen[bytes]
+    ) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
-            if not _alive(predictor.pid):
+            if process.poll() is not None:
                 raise ServingError(
                     f"{self.model} v{predictor.version} ({predictor.role}) exited while "
                     f"starting:\n{_tail(log_path)}"
@@ -265,6 +297,10 @@ class LocalTarget:
     def route(self, routing: Routing) -> None:
         """Send the traffic as `routing` says: write nginx's config, then start it or reload it
         (no connection is dropped). Only healthy, recorded predictors are routed to."""
+        with self._locked():
+            self._route(routing)
+
+    def _route(self, routing: Routing) -> None:
         by_pid = {p.pid: p for p in self.predictors()}
         for pid in (routing.main, routing.canary, routing.shadow):
             if pid is not None and pid not in by_pid:
@@ -309,7 +345,7 @@ class LocalTarget:
             pid = int(path.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if _alive(pid, "nginx") else None
 
     def _nginx(self, *args: str, conf: Path | None = None) -> None:
         command = [
@@ -338,14 +374,18 @@ class LocalTarget:
 
     def stop_all(self) -> list[int]:
         """Stop nginx, then every predictor; the pids stopped."""
+        with self._locked():
+            return self._stop_all()
+
+    def _stop_all(self) -> list[int]:
         stopped = []
         pid = self.nginx_pid()
         if pid is not None:
             self._nginx("-s", "quit")
             deadline = time.monotonic() + 10
-            while _alive(pid) and time.monotonic() < deadline:
+            while _alive(pid, "nginx") and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if _alive(pid, "nginx"):
                 stop_process_group(pid, timeout=5)
             stopped.append(pid)
         for predictor in self.predictors():

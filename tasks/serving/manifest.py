@@ -30,7 +30,6 @@ from tasks.config import Strict
 API_VERSION = "machinelearning.seldon.io/v1"
 KIND = "SeldonDeployment"
 SCHEMA_FILE = "deployments/seldon/seldondeployment-v1.schema.json"
-SERVER_CLASS = "deployments.model_server.ModelServer"
 MODEL_MOUNT = (
     "/mnt/models"  # where the storage initializer puts modelUri (DefaultModelLocalMountPath)
 )

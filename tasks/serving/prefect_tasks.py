@@ -4,9 +4,9 @@ artifacts to the plain functions of tasks/serving/."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tasks.serving.rollout import (
     readiness,
     side_stats,
     smoke_test,
+    wait_for_window,
     window_records,
 )
 from tasks.specs.dataset_spec import DatasetSpec
@@ -196,16 +197,9 @@ def observe_window(
     since_epoch: float,
 ) -> tuple[list[str], dict[str, Any]]:
     """Wait for the window (challenger predictions, or the timeout), then analyse it."""
-    logger = get_run_logger()
-    deadline = time.monotonic() + policy.window_timeout_s
-    seen = 0
-    while time.monotonic() < deadline and target.is_alive(challenger):
-        records = window_records(target.log_dir, since)
-        seen = sum(r.get("role") == challenger.role for r in records)
-        if seen >= policy.window_requests:
-            break
-        time.sleep(1.0)
-    logger.info("window: %d challenger predictions", seen)
+    alive = partial(target.is_alive, challenger)
+    seen = wait_for_window(target.log_dir, challenger.role, since, policy, alive)
+    get_run_logger().info("window: %d challenger predictions", seen)
     records = window_records(target.log_dir, since)
     labels = labels_by_request(target.log_dir, since)
     ingress = ingress_lines(target.access_log, since_epoch)

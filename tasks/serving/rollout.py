@@ -9,9 +9,9 @@ analysis (and of monitoring).
 
 from __future__ import annotations
 
-import io
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +40,10 @@ class RolloutPolicy(BaseModel):
     canary_percent: int = Field(default=10, ge=1, le=99)
     window_requests: int = Field(default=200, ge=1, description="Challenger predictions to see.")
     window_timeout_s: float = Field(
-        default=300.0, gt=0, description="Then decide on what was seen (at least min_requests)."
+        default=300.0,
+        gt=0,
+        le=3000,
+        description="Then decide on what was seen (at least min_requests).",
     )
     min_requests: int = Field(default=50, ge=1)
     max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Challenger 5xx share.")
@@ -50,11 +53,20 @@ class RolloutPolicy(BaseModel):
         ge=0,
         le=1,
         description="Largest KS distance between the challenger's and the champion's scores on "
-        "the window's traffic.",
+        "the window's traffic...",
+    )
+    score_shift_alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="...counted only when the KS test's p-value is below this: on a small "
+        "window, two like models' scores differ by chance.",
     )
     min_labels: int = Field(default=200, ge=1, description="Labelled predictions per side.")
     max_auc_drop: float = Field(default=0.02, ge=0, le=1)
-    smoke_rows: int = Field(default=200, ge=1)
+    smoke_rows: int = Field(
+        default=200, ge=1, le=200, description="Of the 200 held-out rows stored with a version."
+    )
     smoke_tolerance: float = Field(default=1e-9, ge=0)
 
 
@@ -165,6 +177,21 @@ def window_records(log_dir: str | Path, since: str) -> list[dict[str, Any]]:
     return [r for r in read.records if not str(r.get("request_id", "")).startswith(PROBE)]
 
 
+def wait_for_window(
+    log_dir: str | Path, role: str, since: str, policy: RolloutPolicy, alive: Callable[[], bool]
+) -> int:
+    """Wait until the challenger (`role`) has made `window_requests` predictions since `since`,
+    the window times out, or `alive()` turns false; the predictions seen."""
+    deadline = time.monotonic() + policy.window_timeout_s
+    seen = 0
+    while time.monotonic() < deadline and alive():
+        seen = sum(r.get("role") == role for r in window_records(log_dir, since))
+        if seen >= policy.window_requests:
+            break
+        time.sleep(1.0)
+    return seen
+
+
 def ingress_lines(access_log: str | Path, since_epoch: float) -> list[dict[str, Any]]:
     path = Path(access_log)
     if not path.is_file():
@@ -221,11 +248,12 @@ def labels_by_request(log_dir: str | Path, since: str) -> dict[tuple[str, int], 
     return {(str(r["request_id"]), int(r["row"])): float(r["label"]) for r in read.records}
 
 
-def score_shift(challenger: SideStats, champion: SideStats) -> float | None:
-    """KS distance between the two sides' scores (None without scores on both)."""
+def score_shift(challenger: SideStats, champion: SideStats) -> tuple[float, float] | None:
+    """KS distance between the two sides' scores and its p-value (None without scores)."""
     if not challenger.scores or not champion.scores:
         return None
-    return float(stats.ks_2samp(challenger.scores, champion.scores).statistic)
+    test = stats.ks_2samp(challenger.scores, champion.scores)
+    return float(test.statistic), float(test.pvalue)
 
 
 def analyse(
@@ -249,9 +277,14 @@ def analyse(
         )
     if challenger.p99_ms is not None and challenger.p99_ms > policy.max_p99_ms:
         reasons.append(f"latency p99 {challenger.p99_ms:.2f} ms > budget {policy.max_p99_ms} ms")
-    if shift is not None and shift > policy.max_score_shift:
+    if (
+        shift is not None
+        and shift[0] > policy.max_score_shift
+        and shift[1] < policy.score_shift_alpha
+    ):
         reasons.append(
-            f"scores shifted from the champion's: KS {shift:.3f} > {policy.max_score_shift}"
+            f"scores shifted from the champion's: KS {shift[0]:.3f} > {policy.max_score_shift} "
+            f"(p = {shift[1]:.2g})"
         )
     if (
         challenger.labelled >= policy.min_labels
@@ -268,7 +301,8 @@ def analyse(
         "challenger": _side(challenger),
         "champion": _side(champion),
         "error_rate": error_rate,
-        "score_ks": shift,
+        "score_ks": shift[0] if shift else None,
+        "score_ks_p": shift[1] if shift else None,
         "policy": policy.model_dump(),
     }
     return reasons, evidence
@@ -280,9 +314,3 @@ def _side(side: SideStats) -> dict[str, Any]:
     scores = np.asarray(side.scores)
     out["score_mean"] = float(scores.mean()) if len(scores) else None
     return out
-
-
-def holdout_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()

@@ -20,13 +20,14 @@ import pytest
 
 from blocks import FeatureRepo, ModelRegistry, RolloutPolicy, ServingTarget
 from deployments.contract import HOLDOUT
-from deployments.request_log import LABELS, REQUESTS, read_log
+from deployments.request_log import LABELS, REQUESTS, read_log, utc_now
 from flows.deployment import DeploymentParams, DeploymentResult, deployment
 from flows.training import TrainingParams, training
 from tasks.data.publish import LABELS as LABELLED_ROWS
 from tasks.data.publish import current_snapshot, features_uri
 from tasks.serving.local_target import LocalTarget, free_port, http_json
 from tasks.serving.rollout import RolloutPolicy as Policy
+from tasks.serving.rollout import ingress_lines, window_records
 
 pytestmark = pytest.mark.flows
 NAME = "credit-serve"
@@ -155,6 +156,8 @@ def test_canary_promotes_a_good_challenger_and_a_failed_smoke_test_rolls_back(
     assert record["decision"] == "promoted" and record["champion_before"] == 1
     window = record["window"]["challenger"]
     assert window["role"] == "canary" and window["predictions"] >= 20 and window["errors"] == 0
+    share = window["requests"] / (window["requests"] + record["window"]["champion"]["requests"])
+    assert 0.15 < share < 0.45  # the policy's 30%, split by nginx's weights
     assert record["checks"]["smoke"]["max_abs_diff"] <= 1e-9
 
     # a version whose served scores differ from its offline ones never gets user traffic
@@ -197,6 +200,16 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(served: LocalTarget, 
             return exc.code, exc.read().decode()
 
     row = _rows(prepared, 1)[0]
+    features = json.loads(_registry().read(NAME, "champion", "serving.json"))["features"]
+    JSON = ("application/json",)
+
+    def features_body(change, reverse: bool = False) -> bytes:
+        values = [0.5] * len(features)
+        if change:
+            change(values)
+        names = features[::-1] if reverse else features
+        return json.dumps({"data": {"names": names, "ndarray": [values]}}).encode()
+
     cases = {
         "malformed JSON": (b'{"jsonData": {', "application/json", 400, "JSON"),
         "wrong content type": (json.dumps(good).encode(), "text/plain", 400, "JSON"),
@@ -219,6 +232,20 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(served: LocalTarget, 
             413,
             "over 256 KB",
         ),
+        "string feature": (
+            features_body(lambda r: r.__setitem__(2, "9")),
+            *JSON,
+            400,
+            "not a number",
+        ),
+        "infinite feature": (
+            features_body(lambda r: r.__setitem__(2, 1e400)),
+            *JSON,
+            400,
+            "infinite",
+        ),
+        "wrong order": (features_body(None, reverse=True), *JSON, 400, "wrong order"),
+        "wrong count": (features_body(lambda r: r.pop()), *JSON, 400, "values; the version takes"),
         "wrong feature names": (
             json.dumps({"data": {"names": ["a"], "ndarray": [[float("nan")]]}}).encode(),
             "application/json",
@@ -268,7 +295,8 @@ def test_a_shadow_sees_every_request_and_is_rolled_back_on_its_latency(
 ) -> None:
     registry = _registry()
     registry.set_alias(NAME, "challenger", 1)
-    _policy(mode="shadow", window_requests=30, min_requests=10, max_p99_ms=0.001)
+    _policy(mode="shadow", window_requests=300, min_requests=10, max_p99_ms=0.001)
+    started = utc_now()
     try:
         with Traffic(served.url, _rows(prepared)) as traffic:
             result = _deploy()
@@ -277,10 +305,25 @@ def test_a_shadow_sees_every_request_and_is_rolled_back_on_its_latency(
     assert result.decision == "rolled-back" and "latency p99" in result.reasons[0]
     assert set(traffic.statuses) == {200}
     assert registry.aliases(NAME)["champion"] == 2 and _serving(served) == {("main", 2)}
-    records = read_log(served.log_dir / REQUESTS, REQUESTS).records
+    records = window_records(served.log_dir, started)  # without the rollout's own probes
     shadow = {r["request_id"] for r in records if r["role"] == "shadow"}
-    main = {r["request_id"] for r in records if r["role"] == "main" and r["version"] == 2}
-    assert len(shadow) >= 10 and shadow <= main  # the same requests, mirrored
+    main = [r for r in records if r["role"] == "main" and r["version"] == 2]
+    assert len(shadow) >= 10 and shadow <= {r["request_id"] for r in main}  # the same ids
+    # at the ingress: while the shadow was routed, every request had its mirror (answered, or
+    # cut off when the rollback stopped the shadow)
+    port = max(served.folder.glob("predictor-shadow-v1-*.log"), key=lambda p: p.stat().st_mtime)
+    shadow_address = f"127.0.0.1:{port.stem.rsplit('-', 1)[1]}"
+    lines = ingress_lines(served.access_log, 0.0)
+    mirrors = {e["id"]: e["msec"] for e in lines if e["upstream"].startswith(shadow_address)}
+    # requests answered while the shadow ran, but its first second (old nginx workers finish
+    # their keep-alive connections unmirrored) and its last (mirrors still in flight)
+    first, last = min(mirrors.values()) + 1.0, max(mirrors.values()) - 1.0
+    main_ids = {
+        e["id"]
+        for e in lines
+        if first <= e["msec"] <= last and not e["upstream"].startswith(shadow_address)
+    }
+    assert len(main_ids) >= 10 and main_ids <= set(mirrors), main_ids - set(mirrors)
 
 
 def test_a_cancelled_rollout_restores_routing_and_aliases(served: LocalTarget, prepared) -> None:
@@ -316,6 +359,12 @@ def test_manual_rollback_and_promote_are_recorded(served: LocalTarget) -> None:
     assert _rollout(1, back.record or "")["reason"] == "incident 42: v2 over-declines"
     again = _deploy(action="promote", version=2, reason="fixed upstream")
     assert (again.decision, again.champion) == ("promoted", 2)
+    record = _rollout(2, again.record or "")
+    assert (record["action"], record["reason"], record["champion_before"]) == (
+        "promote",
+        "fixed upstream",
+        1,
+    )
     assert _serving(served) == {("main", 2)} and registry.aliases(NAME)["champion"] == 2
     with pytest.raises(ValueError, match="needs a reason"):
         _deploy(action="promote", version=1)

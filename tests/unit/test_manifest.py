@@ -10,10 +10,10 @@ from typing import Any
 import pydantic
 import pytest
 
+from deployments.model_server import SERVER_CLASS
 from tasks.serving.manifest import (
     API_VERSION,
     MODEL_MOUNT,
-    SERVER_CLASS,
     ManifestError,
     Predictor,
     deployment_name,

@@ -70,11 +70,21 @@ def test_records_that_are_not_json_are_refused_before_writing(tmp_path: Path) ->
     assert read_log(tmp_path, REQUESTS).records == []
 
 
-def test_segments_are_fsynced_in_the_background(tmp_path: Path) -> None:
+def test_segments_are_fsynced_in_the_background(tmp_path: Path, monkeypatch) -> None:
+    import deployments.request_log as request_log
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(request_log.os, "fsync", fsync)
     writer = SegmentWriter(tmp_path, REQUESTS, fsync_s=0.05)
     writer.append(_records(0, 1))
-    assert writer._dirty
+    assert writer.path is not None and str(writer.path) not in synced  # not on the request path
     deadline = time.monotonic() + 5
-    while writer._dirty and time.monotonic() < deadline:
+    while str(writer.path) not in synced and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not writer._dirty  # the append returned before the fsync; the thread did it
+    assert str(writer.path) in synced  # the thread did it

@@ -44,6 +44,13 @@ def test_a_challenger_like_the_champion_passes() -> None:
     assert reasons == [] and evidence["challenger"]["predictions"] == 200
 
 
+def test_a_score_shift_counts_only_when_significant() -> None:
+    small = np.random.default_rng(4).beta(2, 8, 20) + 0.1  # KS 0.42 on 20 rows, p 0.02
+    policy = RolloutPolicy(max_score_shift=0.2, min_requests=10)
+    reasons, evidence = analyse(policy, *_sides(small, SAME[200:230]), True)
+    assert evidence["score_ks"] > 0.2 and evidence["score_ks_p"] > 0.01 and reasons == []
+
+
 @pytest.mark.parametrize(
     ("policy", "kw", "challenger", "expected"),
     [
