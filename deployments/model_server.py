@@ -409,15 +409,20 @@ class ModelServer:
         lookup_ms: float | None,
         extra: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
-        tags = self._tags
+        tags = self._tags  # each metric gets its own copy: Seldon adds a `method` tag in place
         out: list[dict[str, Any]] = [
-            {"type": "COUNTER", "key": "mlops_predictions", "value": len(scores), "tags": tags},
-            {"type": "TIMER", "key": "mlops_request", "value": latency_ms, "tags": tags},
+            {
+                "type": "COUNTER",
+                "key": "mlops_predictions",
+                "value": len(scores),
+                "tags": dict(tags),
+            },
+            {"type": "TIMER", "key": "mlops_request", "value": latency_ms, "tags": dict(tags)},
             {
                 "type": "COUNTER",
                 "key": "mlops_score_sum",
                 "value": float(scores.sum()),
-                "tags": tags,
+                "tags": dict(tags),
             },
         ]
         counts = np.searchsorted(np.sort(scores), SCORE_BUCKETS, side="right")
@@ -432,7 +437,12 @@ class ModelServer:
         ]
         if lookup_ms is not None:
             out.append(
-                {"type": "TIMER", "key": "mlops_online_lookup", "value": lookup_ms, "tags": tags}
+                {
+                    "type": "TIMER",
+                    "key": "mlops_online_lookup",
+                    "value": lookup_ms,
+                    "tags": dict(tags),
+                }
             )
         by_view: Counter[tuple[str, str]] = Counter(
             (kind, view) for row in extra for kind in ("missing", "expired") for view in row[kind]

@@ -184,6 +184,7 @@ def deployment(params: DeploymentParams = DeploymentParams()) -> DeploymentResul
                     new = _start(target, "main", version, folder)
                     outcome["stage"] = "smoke"
                     outcome["checks"] = check_predictor(new, version, folder, policy)
+                    outcome["stage"] = "promote"
                     route_traffic(target, Routing(main=new.pid))
                     retire = [main] if main else []
                 else:

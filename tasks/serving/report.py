@@ -22,7 +22,8 @@ def rollout_markdown(outcome: dict[str, Any]) -> str:
         "",
         f"- champion before: {_fmt(outcome.get('champion_before')) or 'none'}; "
         f"champion after: {_fmt(outcome.get('champion_after')) or 'none'}",
-        f"- mode: {outcome.get('mode', '')}; stage reached: {outcome.get('stage', '')}",
+        f"- action: {outcome.get('action', '')} by {outcome.get('actor', '')}; mode: "
+        f"{outcome.get('mode', '')}; last stage: {outcome.get('stage', '')}",
         f"- started {outcome.get('started_at', '')}, decided {outcome.get('decided_at', '')}",
     ]
     if outcome.get("reason"):
@@ -41,8 +42,6 @@ def rollout_markdown(outcome: dict[str, Any]) -> str:
     window = outcome.get("window")
     if window:
         keys = [
-            "version",
-            "role",
             "predictions",
             "requests",
             "errors",
@@ -53,7 +52,10 @@ def rollout_markdown(outcome: dict[str, Any]) -> str:
             "live_auc",
         ]
         rows = [
-            {"side": side, **{k: _fmt(window[side].get(k)) for k in keys}}
+            {
+                "side": f"{side} v{window[side]['version']} ({window[side]['role']})",
+                **{k: _fmt(window[side].get(k)) for k in keys},
+            }
             for side in ("challenger", "champion")
         ]
         lines += [
@@ -63,6 +65,6 @@ def rollout_markdown(outcome: dict[str, Any]) -> str:
             *markdown_table(rows),
             "",
             f"Error rate {_fmt(window.get('error_rate'))}, score KS distance "
-            f"{_fmt(window.get('score_ks'))}.",
+            f"{_fmt(window.get('score_ks'))} (p = {_fmt(window.get('score_ks_p'))}).",
         ]
     return "\n".join(lines)

@@ -276,6 +276,8 @@ def test_feedback_is_logged_and_metrics_are_exported(served: LocalTarget, prepar
     ]
     time.sleep(1.1)  # metrics reach Seldon once a second (ModelServer.metrics_interval_s)...
     assert http_json(f"{served.url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})[0] == 200
+    _, after = http_json(f"{served.url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})
+    assert set(after["meta"]["tags"]) == set(answer["meta"]["tags"])  # Seldon's tags stay out
     (main,) = served.predictors()  # ... with the next request
     with urllib.request.urlopen(f"http://127.0.0.1:{main.metrics_port}/metrics") as response:
         text = response.read().decode()
