@@ -405,10 +405,10 @@ def _path_or_empty(path: str) -> str:
 
 
 def _tail(path: Path, lines: int = 15) -> str:
-    """The log's last error line (why a predictor stopped), then its last lines."""
+    """The log's last error lines (why a predictor stopped), then its last lines."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
-    errors = [t for t in text if "Error:" in t]
-    return "\n".join([*errors[-1:], *text[-lines:]])
+    errors = list(dict.fromkeys(t for t in text if "Error:" in t))  # Seldon adds exit noise
+    return "\n".join([*errors[-3:], *text[-lines:]])
