@@ -85,12 +85,10 @@ from tasks.data.publish import features_uri
 from tasks.feature_store.store import StoreSettings, open_store
 from tasks.serving import local_target
 from tasks.serving.batch import (
-    ScoringJob,
     batch_score,
-    check_fingerprint,
     point_in_time,
     prepare_rows,
-    source_pins,
+    scoring_job,
 )
 from tasks.serving.local_target import LocalSettings, LocalTarget, Routing, free_port
 from tasks.specs.datasets import get_dataset
@@ -471,15 +469,7 @@ def batch_scoring(
     entities_path = work / "entities.parquet"
     entities.to_parquet(entities_path, index=False)
     store = open_store(settings)
-    job = ScoringJob(
-        spec=spec,
-        settings=settings,
-        service=service,
-        fingerprint=check_fingerprint(store, model),
-        pins=source_pins(store, service),
-        timestamp=spec.timestamp_field,
-        where=str(entities_path),
-    )
+    job = scoring_job(model, spec, settings, spec.timestamp_field, str(entities_path), store)
 
     def retrieve() -> pd.DataFrame:
         prepared = prepare_rows(entities, spec, service, spec.timestamp_field, job.where)

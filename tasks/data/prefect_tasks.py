@@ -33,7 +33,7 @@ HOUR = 3_600
 
 
 @contextmanager
-def _on_cluster() -> Iterator[None]:
+def on_cluster() -> Iterator[None]:
     """Inside a Dask worker, send Dask collections to the whole cluster, not this one worker."""
     try:
         get_worker()
@@ -58,7 +58,7 @@ def generate_data_task(spec: DatasetSpec, out_uri: str, options: GenerateOptions
     timeout_seconds=HOUR,
 )
 def plan_sources_task(spec: DatasetSpec, source_uri: str, access: SourceAccess) -> SourcePlan:
-    with _on_cluster():
+    with on_cluster():
         return plan_sources(spec, source_uri, access)
 
 
@@ -77,7 +77,7 @@ def build_features_task(
     now: pd.Timestamp,
     access: SourceAccess,
 ) -> PrepReport:
-    with _on_cluster():
+    with on_cluster():
         return build_features(spec, plan, staging_uri, now, access)
 
 

@@ -288,18 +288,37 @@ def score_frame(
 ) -> pd.DataFrame:
     """Batch scoring of entity rows in memory, in this process (one partition): what
     `batch_score` writes for them, for parity checks against other paths."""
-    store = open_store(settings)
+    job = scoring_job(
+        model,
+        spec,
+        settings,
+        timestamp or spec.timestamp_field,
+        "entity rows",
+        open_store(settings),
+    )
+    return score_partition(entities, model, job)
+
+
+def scoring_job(
+    model: LoadedModel,
+    spec: DatasetSpec,
+    settings: StoreSettings,
+    timestamp: str,
+    where: str,
+    store: FeatureStore,
+) -> ScoringJob:
+    """The job for a version's entity rows: its feature set checked against the store's
+    (FeatureSetChanged otherwise), the sources pinned to their published snapshots."""
     service = model.metadata["feature_service"]
-    job = ScoringJob(
+    return ScoringJob(
         spec=spec,
         settings=settings,
         service=service,
         fingerprint=check_fingerprint(store, model),
         pins=source_pins(store, service),
-        timestamp=timestamp or spec.timestamp_field,
-        where="entity rows",
+        timestamp=timestamp,
+        where=where,
     )
-    return score_partition(entities, model, job)
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -400,17 +419,7 @@ def batch_score(
         )
     event_time = timestamp or spec.timestamp_field
     check_output(output_uri, entities_uri, storage_options)
-    store = open_store(settings)
-    fingerprint = check_fingerprint(store, model)
-    job = ScoringJob(
-        spec=spec,
-        settings=settings,
-        service=service,
-        fingerprint=fingerprint,
-        pins=source_pins(store, service),
-        timestamp=event_time,
-        where=entities_uri,
-    )
+    job = scoring_job(model, spec, settings, event_time, entities_uri, open_store(settings))
     entities = read_entities(entities_uri, fmt, storage_options)
     check_columns(entities.columns, spec, service, event_time, entities_uri)
     if partitions and partitions != entities.npartitions:
@@ -422,7 +431,7 @@ def batch_score(
     metadata = {
         "model": model.name,
         "version": model.version,
-        "feature_fingerprint": fingerprint,
+        "feature_fingerprint": job.fingerprint,
         "feature_service": service,
         "dataset": spec.name,
         "snapshots": job.pins,
@@ -444,7 +453,7 @@ def batch_score(
         partitions=len(scored),
         model=model.name,
         version=model.version,
-        feature_fingerprint=fingerprint,
+        feature_fingerprint=job.fingerprint,
         snapshots=job.pins,
         seconds=time.perf_counter() - started,
     )

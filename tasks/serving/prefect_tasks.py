@@ -4,22 +4,19 @@ artifacts to the plain functions of tasks/serving/."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from distributed import get_worker
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.transactions import Transaction, get_transaction
-from prefect_dask import get_dask_client
 
 from deployments.predictor import FEATURES, LoadedModel
 from tasks.artifacts import artifact_key, markdown_table
+from tasks.data.prefect_tasks import on_cluster
 from tasks.feature_store.store import StoreSettings
 from tasks.registry.loading import load_model
 from tasks.registry.store import Registry
@@ -53,18 +50,6 @@ BATCH_RETRY_IO: dict[str, Any] = {
 }
 
 
-@contextmanager
-def _on_cluster() -> Iterator[None]:
-    """Inside a Dask worker, send Dask collections to the whole cluster, not this one worker."""
-    try:
-        get_worker()
-    except ValueError:
-        yield
-        return
-    with get_dask_client():
-        yield
-
-
 @task(name="load-scoring-model", cache_policy=NO_CACHE, **BATCH_RETRY_IO)
 def load_scoring_model(registry: Registry, name: str, ref: int | str) -> LoadedModel:
     """A version by number or alias (`champion`), calibrated as it was registered."""
@@ -87,7 +72,7 @@ def batch_score_task(
     timestamp: str | None,
     partitions: int | None,
 ) -> BatchScoringResult:
-    with _on_cluster():
+    with on_cluster():
         return batch_score(model, entities_uri, output_uri, spec, settings, timestamp, partitions)
 
 
