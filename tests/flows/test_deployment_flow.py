@@ -21,7 +21,7 @@ import pytest
 from blocks import FeatureRepo, ModelRegistry, RolloutPolicy, ServingTarget
 from deployments.contract import HOLDOUT
 from deployments.request_log import LABELS, REQUESTS, read_log, utc_now
-from flows.deployment import DeploymentParams, DeploymentResult, deployment
+from flows.deployment import DeploymentParams, DeploymentResult, Terminated, deployment
 from flows.training import TrainingParams, training
 from tasks.data.publish import LABELS as LABELLED_ROWS
 from tasks.data.publish import current_snapshot, features_uri
@@ -344,7 +344,9 @@ def test_a_cancelled_rollout_restores_routing_and_aliases(served: LocalTarget, p
 
     killer = threading.Thread(target=terminate_once_canary_runs)
     killer.start()
-    with pytest.raises(BaseException, match="signal"):
+    # the signal lands anywhere, Prefect's engine included, which may re-raise it as its own
+    # error: what counts is the state afterwards
+    with pytest.raises((Terminated, RuntimeError)):
         _deploy()  # no traffic: the window waits until SIGTERM arrives
     killer.join()
     assert served.routing() == before and _serving(served) == {("main", 2)}
