@@ -10,10 +10,14 @@ SERVING_OK := $(SERVING)/.serving-ok
 setup: system $(PLATFORM_OK) $(SERVING_OK)
 
 # Debian's redis-server backs the Redis online-store test (Feast's scale-out online store);
-# nginx is the local serving target's ingress (canary weights, shadow mirror); wrk drives bench/serve.
+# nginx is the local serving target's ingress (canary weights, shadow mirror); wrk drives bench/serve;
+# prometheus (with promtool) and prometheus-pushgateway scrape the predictors and hold what the
+# monitoring flow pushes (deployments/prometheus/, tasks/monitoring/prometheus.py).
 system:
-	@command -v redis-server >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq redis-server nginx-light wrk >/dev/null; }
+	@command -v redis-server >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null && \
+	  command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq redis-server nginx-light wrk >/dev/null && \
+	    apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; }
 
 $(PLATFORM_OK): requirements.lock pyproject.toml .ci/build_horovod.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

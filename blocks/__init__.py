@@ -14,7 +14,9 @@ from blocks.data_quality_policy import DataQualityPolicy
 from blocks.data_source import DataSource
 from blocks.dataset_spec import DatasetSpecBlock, resolve_dataset
 from blocks.feature_repo import FeatureRepo
+from blocks.loop_settings import LoopSettings, loop_settings
 from blocks.model_registry import ModelRegistry
+from blocks.monitoring_policy import MonitoringPolicy
 from blocks.rollout_policy import RolloutPolicy
 from blocks.serving_target import ServingTarget
 from blocks.validation_policy import ValidationPolicy
@@ -27,11 +29,14 @@ __all__ = [
     "DataSource",
     "DatasetSpecBlock",
     "FeatureRepo",
+    "LoopSettings",
     "ModelRegistry",
+    "MonitoringPolicy",
     "RolloutPolicy",
     "ServingTarget",
     "ValidationPolicy",
     "load_or_default",
+    "loop_settings",
     "resolve_dataset",
 ]
 

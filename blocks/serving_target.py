@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.serving.local_target import LocalSettings
+from tasks.serving.local_target import LocalSettings, LocalTarget
 
 
 class ServingTarget(Block):
@@ -55,6 +56,23 @@ class ServingTarget(Block):
         description="Where this flow reads the request log the cluster's predictors write (their "
         "log volume, mounted or synced); empty: no window can be judged, so no promotion.",
     )
+
+    def log_dir(self, model: str) -> Path:
+        """Where `model`'s request and labels logs are (what monitoring reads)."""
+        if self.kind == "local":
+            return LocalTarget(self.local_settings(), model).log_dir
+        if not self.request_log_dir:
+            raise ValueError(
+                f"serving target (kubernetes): request_log_dir is empty, so the request log of "
+                f"'{model}' cannot be read; mount the predictors' log volume and set it"
+            )
+        return Path(self.request_log_dir)
+
+    def monitoring_dir(self, model: str) -> Path:
+        """Monitoring's own state for `model`: its watermark and open episodes."""
+        if self.kind == "local":
+            return LocalTarget(self.local_settings(), model).folder / "monitoring"
+        return Path(self.state_dir).resolve() / model / "monitoring"
 
     def local_settings(self) -> LocalSettings:
         return LocalSettings(

@@ -14,6 +14,8 @@ from flows.batch_scoring import BatchScoringParams, batch_scoring
 from flows.data_prep import DataPrepParams, data_prep
 from flows.deployment import DeploymentParams, deployment
 from flows.generate_data import GenerateDataParams, generate_data
+from flows.monitoring import MonitoringParams, monitoring
+from flows.retraining import RetrainingParams, retraining
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, validation
 
@@ -62,5 +64,19 @@ FLOWS: dict[str, RegisteredFlow] = {
         "Score entity rows with a registered version (no server): point-in-time features, Dask.",
         BatchScoringParams,
         "flows/batch_scoring.py:batch_scoring",
+    ),
+    "monitoring": RegisteredFlow(
+        monitoring,
+        "Drift detectors on served traffic since the watermark, live accuracy from late labels; "
+        "records, metrics and drift/degradation events.",
+        MonitoringParams,
+        "flows/monitoring.py:monitoring",
+    ),
+    "retraining": RegisteredFlow(
+        retraining,
+        "The loop, started by an event: data_prep if new data, training, validation, then "
+        "canary and promote or roll back; lineage back to the event.",
+        RetrainingParams,
+        "flows/retraining.py:retraining",
     ),
 }

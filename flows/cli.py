@@ -173,6 +173,8 @@ def cmd_models(args: argparse.Namespace) -> None:
                     f"{name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}"
                     f"  validation: {decision.get('decision', '-')}"
                 )
+        elif args.lineage:
+            _print_lineage(registry, name, registry.resolve(name, ref))
         else:
             version = registry.get(name, ref)
             print(version.model_dump_json(indent=2))
@@ -181,6 +183,34 @@ def cmd_models(args: argparse.Namespace) -> None:
             print("last decision:", json.dumps(_last_decision(registry, name, version.version)))
     except RegistryError as exc:
         raise SystemExit(str(exc)) from exc
+
+
+def _print_lineage(registry: Any, name: str, version: int) -> None:
+    """event -> flow runs (UI links) -> version -> gates -> rollout decision."""
+    from prefect.settings import PREFECT_UI_URL
+
+    from tasks.monitoring.lineage import lineage_lines, read_lineage
+
+    lineage = read_lineage(registry, name, version)
+    if lineage is None:
+        cause = registry.get(name, version).metadata.get("cause")
+        print(f"{name} v{version}: no lineage record (not made by a retraining); cause: {cause}")
+        return
+    for line in lineage_lines(lineage, PREFECT_UI_URL.value()):
+        print(line)
+
+
+def cmd_labels(args: argparse.Namespace) -> None:
+    """Back-fill labels from a file into a model's labels log (joined by request id)."""
+    from blocks import ServingTarget, load_or_default
+    from tasks.monitoring.accuracy import import_labels
+
+    block = load_or_default(ServingTarget, args.target_block, ServingTarget())
+    try:
+        count = import_labels(args.file, block.log_dir(args.model), args.model)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"mlops labels: {exc}") from exc
+    print(f"{count} label(s) appended to {block.log_dir(args.model)}/labels")
 
 
 def _change_champion(args: argparse.Namespace, words: list[str]) -> None:
@@ -359,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser(
         "models",
         help="list models, a model's versions or one version; promote or roll back by hand",
-        usage="mlops models [NAME [REF]] | promote NAME VERSION --reason TEXT | "
+        usage="mlops models [NAME [REF [--lineage]]] | promote NAME VERSION --reason TEXT | "
         "rollback NAME --reason TEXT",
     )
     models.add_argument("words", nargs="*", help="NAME [REF], or promote/rollback and theirs")
@@ -369,7 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--policy-block", dest="policy_block", default=None)
     models.add_argument("--root", default=None, help="a registry root URI (overrides the block)")
     models.add_argument("--no-server", action="store_true")
+    models.add_argument(
+        "--lineage", action="store_true", help="NAME REF: event -> runs -> gates -> rollout"
+    )
     models.set_defaults(func=cmd_models)
+
+    labels = sub.add_parser(
+        "labels", help="back-fill observed outcomes (request_id,label[,row]; CSV or Parquet)"
+    )
+    labels.add_argument("file")
+    labels.add_argument("--model", required=True)
+    labels.add_argument("--target-block", dest="target_block", default=None)
+    labels.add_argument("--no-server", action="store_true")
+    labels.set_defaults(func=cmd_labels)
 
     serving = sub.add_parser("serving", help="the local serving target: status, or stop it")
     serving.add_argument("action", choices=["status", "stop"])

@@ -19,11 +19,12 @@ from blocks import (
 from tasks.data.prefect_tasks import (
     build_features_task,
     check_quality_task,
+    emit_dataset_updated,
     keep_quarantine_task,
     plan_sources_task,
     report_data_prep,
 )
-from tasks.data.publish import discard, new_snapshot_id, staging_uri
+from tasks.data.publish import current_snapshot, discard, new_snapshot_id, staging_uri
 from tasks.feature_store.prefect_tasks import publish_task, report_skew
 from tasks.specs.datasets import DEFAULT_DATASET
 
@@ -123,6 +124,7 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         discard(staging)
         raise
     repo = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo())
+    previous = current_snapshot(output_uri)
     skew = publish_task(
         spec,
         staging,
@@ -151,6 +153,8 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         snapshot,
         output_uri,
     )
+    rows_out = {name: int(stats["rows"].iloc[0]) for name, stats in report.features.items()}
+    emit_dataset_updated(spec.name, output_uri, snapshot, previous, report.rows_in, rows_out)
     return DataPrepResult(
         dataset=spec.name,
         output_uri=output_uri,
@@ -158,5 +162,5 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         quality_warnings=warnings,
         rows_in=report.rows_in,
         rows_rejected=report.rows_rejected,
-        rows_out={name: int(stats["rows"].iloc[0]) for name, stats in report.features.items()},
+        rows_out=rows_out,
     )

@@ -3,7 +3,10 @@ candidate."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, load_or_default, resolve_dataset
@@ -51,6 +54,11 @@ class TrainingParams(BaseModel):
     data_uri: str | None = Field(default=None, description="data_prep's output; data/<dataset>.")
     feature_repo_block: str | None = None
     registry_block: str | None = None
+    cause: dict[str, Any] | None = Field(
+        default=None,
+        description="Why this training runs (set by retraining: the event, its record, the run); "
+        "kept in the version's metadata.",
+    )
 
 
 class TrainingResult(BaseModel):
@@ -84,7 +92,14 @@ def training(params: TrainingParams = TrainingParams()) -> TrainingResult:  # no
     fitted = fit_task(params.trainer, inputs, trainer_params)
     fitted = calibrate_task(fitted, split.valid, spec.label.column, params.calibration)
     registry = load_or_default(ModelRegistry, params.registry_block, ModelRegistry()).registry()
-    training_info = {"trainer": params.trainer, "params": trainer_params.model_dump()}
+    training_info = {
+        "trainer": params.trainer,
+        "params": trainer_params.model_dump(),
+        # the whole recipe, so that a retraining repeats it on newer data
+        "training_params": params.model_dump(mode="json", exclude={"cause"}),
+        "cause": params.cause,
+        "flow_run": flow_run.get_id(),
+    }
     version = register_candidate_task(
         registry,
         name,

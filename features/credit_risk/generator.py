@@ -122,7 +122,11 @@ def _chunk(
 
     # card transactions, customers of this chunk only
     activity = rng.gamma(2.0, 1.0, count)
-    owner = rng.choice(count, n_txn, p=activity / activity.sum())
+    # a customer's transactions spread over the days it is a customer, at a rate set by its
+    # activity alone: a customer's trailing counts and sums mean the same at any time
+    active_days = (end_ns - np.maximum(signup, start_ns)) / DAY_NS
+    weight = activity * active_days
+    owner = rng.choice(count, n_txn, p=weight / weight.sum())
     owner.sort()
     t0 = np.maximum(signup, start_ns)[owner]
     ts = t0 + (rng.random(n_txn) * (end_ns - t0)).astype("int64")
@@ -154,7 +158,8 @@ def _chunk(
     n_apps = rng.poisson(APPS_PER_CUSTOMER, count)
     applicant = np.repeat(np.arange(count), n_apps)
     n = len(applicant)
-    app_start = np.maximum(signup[applicant], start_ns) + 60 * DAY_NS
+    # an application sees whole trailing windows (90 days, the longest), as served traffic does
+    app_start = np.maximum(signup[applicant], start_ns) + 90 * DAY_NS
     app_ts = app_start + (rng.random(n) * np.maximum(end_ns - app_start, DAY_NS)).astype("int64")
     loan = np.exp(rng.normal(np.log(income[applicant] * 0.25), 0.6))
     loan = np.where(drifted("loan_amount", app_ts), loan * (1 + 0.6 * k), loan)

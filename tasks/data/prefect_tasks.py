@@ -17,9 +17,11 @@ from distributed import get_worker
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect_dask import get_dask_client
 
 from tasks.artifacts import artifact_key
+from tasks.data.freshness import labelled_rows
 from tasks.data.generate import generate_data
 from tasks.data.ingest import SourceAccess
 from tasks.data.preprocess import PrepReport, SourcePlan, build_features, plan_sources
@@ -121,4 +123,41 @@ def report_data_prep(dataset: str, report: PrepReport, output_uri: str) -> None:
         markdown=prep_markdown(dataset, report, output_uri),
         key=f"{key}-features",
         description=f"Per-feature summary: {dataset}",
+    )
+
+
+def emit_dataset_updated(
+    dataset: str,
+    output_uri: str,
+    snapshot: str,
+    previous: str | None,
+    rows_in: int,
+    rows_out: dict[str, int],
+) -> None:
+    """`mlops.dataset.updated`: a snapshot was published; retraining triggers can use
+    `new_labelled_rows` as their threshold."""
+    before = labelled_rows(output_uri, previous)
+    after = labelled_rows(output_uri, snapshot)
+    emit_event(
+        event="mlops.dataset.updated",
+        resource={
+            "prefect.resource.id": f"mlops.dataset.{dataset}",
+            "prefect.resource.name": dataset,
+        },
+        related=[
+            {
+                "prefect.resource.id": f"mlops.dataset.{dataset}.snapshot.{snapshot}",
+                "prefect.resource.role": "snapshot",
+            }
+        ],
+        payload={
+            "dataset": dataset,
+            "output_uri": output_uri,
+            "snapshot": snapshot,
+            "previous_snapshot": previous,
+            "rows_in": rows_in,
+            "rows_out": rows_out,
+            "labelled_rows": after,
+            "new_labelled_rows": max(0, after - before),
+        },
     )

@@ -13,6 +13,7 @@ import pandas as pd
 
 from deployments.contract import HOLDOUT, SERVING
 from deployments.predictor import FEATURES, REFERENCE
+from tasks.monitoring.detectors import drift_features, fit_detector_files
 from tasks.registry.store import ModelVersion, Registry
 from tasks.serving.contract import HOLDOUT_ROWS, holdout_sample, serving_contract
 from tasks.specs.dataset_spec import DatasetSpec
@@ -78,7 +79,8 @@ def register_candidate(
     seed: int,
 ) -> ModelVersion:
     """Score the test split, then register the model files, a reference sample of training rows
-    (features and label) and metadata; `training` holds the trainer's name and parameters.
+    (features and label), drift detectors fitted on it, and metadata; `training` holds the
+    trainer's name and parameters (and, for a retraining, its cause).
 
     test_* are the metrics of the scores a loaded version predicts (calibrated, if `fitted` is),
     test_uncalibrated_* those of the model's own scores: the test split fitted neither.
@@ -110,6 +112,12 @@ def register_candidate(
         .to_json()
         .encode(),
         HOLDOUT: holdout_sample(split.test, data.features, test_scores, HOLDOUT_ROWS, seed),
+        **fit_detector_files(
+            reference,
+            fitted.predict(reference),
+            drift_features(spec.monitoring.drift_features, data.features),
+            data.categorical,
+        ),
     }
     metadata = {
         "dataset": spec.name,

@@ -1,0 +1,1 @@
+"""Monitoring: drift and live accuracy of the served versions, alerts through Prometheus."""
