@@ -20,7 +20,7 @@ from tasks.monitoring.prefect_tasks import (
     push_metrics,
     record_monitoring,
 )
-from tasks.monitoring.traffic import Watermark
+from tasks.monitoring.traffic import Watermark, exclusive
 from tasks.registry.store import Registry, RegistryError
 
 WATERMARK = "watermark.json"
@@ -80,14 +80,11 @@ def monitoring(params: MonitoringParams = MonitoringParams()) -> MonitoringResul
         names = [params.model_name]
     else:
         names = [n for n in registry.models() if target.log_dir(n).is_dir()]
-    blocks = {
-        "registry_block": params.registry_block,
-        "target_block": params.target_block,
-        "monitoring_policy_block": params.policy_block,
-    }
-    return MonitoringResult(
-        models=[_monitor(name, target, block, registry, blocks) for name in names]
-    )
+    results = []
+    for name in names:
+        with exclusive(target.monitoring_dir(name)):
+            results.append(_monitor(name, target, block, registry))
+    return MonitoringResult(models=results)
 
 
 def _monitor(
@@ -95,7 +92,6 @@ def _monitor(
     target: ServingTarget,
     block: MonitoringPolicy,
     registry: Registry,
-    blocks: dict[str, str | None],
 ) -> ModelMonitoring:
     logger = get_run_logger()
     policy = block.policy
@@ -103,7 +99,7 @@ def _monitor(
     mark = Watermark.load(state_dir / WATERMARK)
     check, detectors = check_traffic(str(target.log_dir(name)), name, mark, policy, registry)
     records = record_monitoring(registry, check, policy)
-    found = new_episodes(check, records, policy.auc_floor, blocks)
+    found = new_episodes(check, records, policy.auc_floor)
     retrained = [v.created_at for v in registry.versions(name) if v.metadata.get("cause")]
     still_open, emit = episodes_to_emit(
         load_episodes(state_dir / EPISODES), found, retrained, policy.reemit_after_s

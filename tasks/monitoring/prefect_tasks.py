@@ -82,9 +82,7 @@ def record_monitoring(
     return out
 
 
-def new_episodes(
-    check: ModelCheck, records: dict[int, str], auc_floor: float, blocks: dict[str, str | None]
-) -> list[Episode]:
+def new_episodes(check: ModelCheck, records: dict[int, str], auc_floor: float) -> list[Episode]:
     """This run's findings: the newest drifted window per version, accuracy below the floor."""
     now = stamp(datetime.now(UTC))
     found: dict[tuple[str, int], Episode] = {}
@@ -99,7 +97,6 @@ def new_episodes(
             "distances": {f["feature"]: f["distance"] for f in c["features"]},
             "score_p_value": c["score"]["p_value"],
             "record": records[c["version"]],
-            "blocks": blocks,
         }
         found[(DRIFT, c["version"])] = Episode(
             DRIFT, c["version"], records[c["version"]], payload, now, now
@@ -117,7 +114,6 @@ def new_episodes(
                 "brier": a.brier,
                 "ece": a.ece,
                 "record": records[a.version],
-                "blocks": blocks,
             }
             found[(DEGRADED, a.version)] = Episode(
                 DEGRADED, a.version, records[a.version], payload, now, now

@@ -11,8 +11,11 @@ The watermark file is replaced atomically, and only after a successful check.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -136,3 +139,16 @@ def windows(
     if cuts and len(cuts[-1]) < min_rows:
         return cuts[:-1], cuts[-1]
     return cuts, []
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """One monitoring pass per model at a time (a scheduled run and one asked for by hand
+    would otherwise check the same records twice); waits for the other to finish."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

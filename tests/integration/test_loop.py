@@ -1,0 +1,379 @@
+"""The loop end to end on real parts: a `prefect server start`, a process pool, `prefect deploy
+--all` (deployments, the monitoring schedule, the retraining automations), a worker, a champion
+on the local Seldon target behind nginx, traffic from the generator's undrifted and
+covariate-drifted modes. Asserted through Prefect's API and the registry.
+
+The server is restarted between the drift and the retraining: the drift event is kept in the
+server's database, but no trigger acted on it (its automation did not exist yet, as after a
+restart that lost the event queue), so the next monitoring run emits the unanswered episode
+again and that one starts the retraining."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from prefect.deployments import run_deployment
+from prefect.events import emit_event
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.variables import Variable
+
+from blocks import (
+    DaskCluster,
+    DataSource,
+    FeatureRepo,
+    ModelRegistry,
+    MonitoringPolicy,
+    RolloutPolicy,
+    ServingTarget,
+)
+from flows.data_prep import DataPrepParams, data_prep
+from flows.deployment import DeploymentParams, deployment
+from flows.generate_data import GenerateDataParams, generate_data
+from flows.local_server import LocalServer
+from flows.monitoring import MonitoringParams, monitoring
+from flows.training import TrainingParams, training
+from tasks.monitoring.lineage import lineage_lines, read_lineage
+from tasks.monitoring.policy import MonitoringPolicy as Watch
+from tasks.serving.local_target import LocalTarget, http_json
+from tasks.serving.rollout import RolloutPolicy as Rollout
+from tests.integration.conftest import BIN, ROOT, Processes, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+NAME = "credit-loop"
+ROWS = 200_000
+END = date.today() - timedelta(days=1)
+DRIFT_START = END - timedelta(days=400)
+FIELDS = ["customer_id", "loan_amount", "term_months", "purpose", "missed_payments_12m"]
+DRIFT = "mlops.model.drift-detected"
+
+
+def _prefect(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "prefect"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _events(api: str, name: str) -> list[dict[str, Any]]:
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": since}}, "limit": 50}
+    answer = httpx.post(f"{api}/events/filter", json=body, timeout=10)
+    answer.raise_for_status()
+    return list(answer.json()["events"])
+
+
+def _runs(api: str, deployment: str) -> list[dict[str, Any]]:
+    flow, name = deployment.split("/")
+    found = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10).json()
+    body = {"deployments": {"id": {"any_": [found["id"]]}}, "sort": "START_TIME_ASC"}
+    return list(httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json())
+
+
+class Traffic:
+    """A client sending entity rows through nginx until stopped; counts statuses."""
+
+    def __init__(self, url: str, rows: list[dict[str, Any]]) -> None:
+        self.url, self.rows = f"{url}/api/v1.0/predictions", rows
+        self.statuses: Counter[object] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            body = {"jsonData": {"rows": [self.rows[i % len(self.rows)]]}}
+            try:
+                status, _ = http_json(self.url, body, timeout=10)
+            except OSError as exc:
+                status = type(exc).__name__
+            self.statuses[status] += 1
+            i += 1
+            time.sleep(0.02)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _send(url: str, apps: pd.DataFrame) -> None:
+    for start in range(0, len(apps), 50):
+        rows = json.loads(apps.iloc[start : start + 50][FIELDS].to_json(orient="records"))
+        status, answer = http_json(f"{url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})
+        assert status == 200, answer
+
+
+def _applications(raw: Path, start: int, n: int, after_drift: bool = False) -> pd.DataFrame:
+    apps = pd.read_parquet(raw / "applications")
+    if after_drift:
+        apps = apps[apps["application_ts"] >= pd.Timestamp(DRIFT_START, tz="UTC")]
+    return apps.sample(frac=1.0, random_state=0).iloc[start : start + n]
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("loop")
+    server = LocalServer(home=root / "prefect-home", port=free_port())
+    server.start(timeout=120)
+    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(server.home)}
+    procs = Processes(root)
+    target = None
+    try:
+        target = _champion(root, server.api_url)
+        yield {"root": root, "server": server, "env": env, "procs": procs, "target": target}
+    finally:
+        procs.stop_all()
+        if target is not None:
+            target.stop_all()
+        server.stop()
+
+
+def _champion(root: Path, api: str) -> LocalTarget:
+    """Data up to yesterday, data_prep, training, v1 served as champion; the loop's blocks and
+    its `mlops_loop` variable saved on the server."""
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        DaskCluster(processes=False, n_workers=1, threads_per_worker=2).save("loop-threads")
+        FeatureRepo(
+            repo_path=str(ROOT / "features"),
+            registry_path=str(root / "feast" / "registry.db"),
+            sqlite_path=str(root / "feast" / "online.db"),
+        ).save("loop-feast")
+        DataSource(uri=str(root / "raw")).save("loop-source")
+        ModelRegistry(root_uri=str(root / "registry")).save("loop-registry")
+        ServingTarget(
+            state_dir=str(root / "serving"),
+            port=free_port(),
+            online_store=str(root / "feast" / "online.db"),
+            drain_s=0.2,
+        ).save("loop-serving")
+        RolloutPolicy(policy=Rollout(window_requests=40, min_requests=20, canary_percent=30)).save(
+            "loop-rollout"
+        )
+        MonitoringPolicy(
+            policy=Watch(window_rows=300, min_rows=100, settle_s=0, reemit_after_s=0)
+        ).save("loop-watch")
+        Variable.set(
+            "mlops_loop",
+            {
+                "registry_block": "loop-registry",
+                "target_block": "loop-serving",
+                "feature_repo_block": "loop-feast",
+                "dask_cluster_block": "loop-threads",
+                "data_source_block": "loop-source",
+                "rollout_policy_block": "loop-rollout",
+                "monitoring_policy_block": "loop-watch",
+            },
+            overwrite=True,
+        )
+        generate_data(
+            GenerateDataParams(
+                rows=ROWS,
+                seed=3,
+                start=END - timedelta(days=900),
+                end=END,
+                out_uri=str(root / "raw"),
+                chunk_rows=100_000,
+            )
+        )
+        out = str(root / "out")
+        data_prep(
+            DataPrepParams(
+                data_source_block="loop-source",
+                output_uri=out,
+                dask_cluster_block="loop-threads",
+                feature_repo_block="loop-feast",
+            )
+        )
+        training(
+            TrainingParams(
+                model_name=NAME,
+                data_uri=out,
+                feature_repo_block="loop-feast",
+                registry_block="loop-registry",
+            )
+        )
+        ModelRegistry.load("loop-registry").registry().set_alias(NAME, "challenger", 1)
+        served = deployment(
+            DeploymentParams(
+                model_name=NAME,
+                target_block="loop-serving",
+                policy_block="loop-rollout",
+                registry_block="loop-registry",
+            )
+        )
+        assert served.decision == "promoted"
+        return LocalTarget(ServingTarget.load("loop-serving").local_settings(), NAME)
+
+
+@pytest.mark.timeout(600)  # set-up, a restart, and a retraining on a worker
+def test_drift_retrains_gates_and_rolls_out_on_its_own(loop) -> None:
+    root, server, env = loop["root"], loop["server"], loop["env"]
+    api, url = server.api_url, loop["target"].url
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        _send(url, _applications(root / "raw", 0, 600))
+        quiet = monitoring(MonitoringParams(model_name=NAME)).models[0]
+        assert (quiet.windows, quiet.events) == (2, [])
+        assert _events(api, DRIFT) == []
+
+        # the generator's covariate-drift mode: the same customers, larger loans from DRIFT_START
+        drifted = root / "drifted"
+        generate_data(
+            GenerateDataParams(
+                rows=ROWS,
+                seed=3,
+                start=END - timedelta(days=900),
+                end=END,
+                out_uri=str(drifted),
+                chunk_rows=100_000,
+                drift_start=DRIFT_START,
+                covariate_drift=("loan_amount",),
+            )
+        )
+        _send(url, _applications(drifted, 0, 600, after_drift=True))
+        loud = monitoring(MonitoringParams(model_name=NAME)).models[0]
+        assert loud.state == "drift", loud
+        (first,) = wait_for(lambda: _events(api, DRIFT), 30, "the drift event")
+        assert first["resource"]["prefect.resource.id"] == f"mlops.model.{NAME}"
+        assert first["payload"]["version"] == 1 and "loan_amount" in first["payload"]["p_values"]
+
+    # the server goes down before any trigger acted; the event outlives the restart
+    server.stop()
+    server.start(timeout=120)
+    assert [e["id"] for e in _events(api, DRIFT)] == [first["id"]]
+
+    # the new data is in the source: retraining's data_prep will see newer files
+    for table in ("customers", "transactions", "applications"):
+        for part in (drifted / table).iterdir():
+            (root / "raw" / table / part.name).write_bytes(part.read_bytes())
+    _prefect(env, "work-pool", "create", "mlops-local", "--type", "process", "--overwrite")
+    out = _prefect(env, "--no-prompt", "deploy", "--all")
+    assert "retraining/retraining" in out and "monitoring/monitoring" in out
+    automations = _prefect({**env, "COLUMNS": "250"}, "automation", "ls")
+    for trigger in ("retrain-on-drift", "retrain-on-degraded-accuracy", "retrain-on-new-data"):
+        assert trigger in automations
+    monitoring_deployment = httpx.get(f"{api}/deployments/name/monitoring/monitoring").json()
+    assert [s["active"] for s in monitoring_deployment["schedules"]] == [True]
+    worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    loop["procs"].start(
+        "worker", [str(BIN / "prefect"), "worker", "start", "-p", "mlops-local"], env=worker_env
+    )
+
+    rows = json.loads(
+        _applications(drifted, 600, 400, after_drift=True)[FIELDS].to_json(orient="records")
+    )
+    with Traffic(url, rows) as traffic:  # live traffic for the canary
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            run = run_deployment(
+                "monitoring/monitoring", parameters={"params": {"model_name": NAME}}, timeout=240
+            )
+            assert run.state is not None and run.state.is_completed(), run.state
+        again = wait_for(  # the open episode, emitted once more (events are stored in batches)
+            lambda: [e for e in _events(api, DRIFT) if e["id"] != first["id"]], 30, "re-emission"
+        )
+        assert again[0]["payload"]["emitted"] >= 2 and again[0]["payload"]["version"] == 1
+
+        def retrained() -> dict[str, Any] | None:
+            runs = _runs(api, "retraining/retraining")
+            done = [r for r in runs if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")]
+            return done[0] if done else None
+
+        finished = wait_for(retrained, 420, "the retraining run", interval=2)
+    assert finished["state"]["type"] == "COMPLETED", (
+        finished["state"],
+        loop["procs"].log("worker")[-4000:],
+    )
+    assert finished["parameters"]["params"]["event_id"] in {e["id"] for e in again}
+    assert traffic.statuses[200] > 0 and set(traffic.statuses) == {200}, traffic.statuses
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        registry = ModelRegistry.load("loop-registry").registry()
+    v2 = registry.get(NAME, 2)
+    cause = v2.metadata["cause"]
+    assert (
+        cause["event"] == DRIFT
+        and cause["event_id"] == finished["parameters"]["params"]["event_id"]
+    )
+    assert cause["retraining_run"] == finished["id"]
+    lineage = read_lineage(registry, NAME, 2)
+    assert lineage is not None and lineage["runs"]["data-prep"]  # the source had new files
+    assert lineage["validation"]["decision"] == "challenger"
+    assert lineage["deployment"]["decision"] in ("promoted", "rolled-back")
+    (stamp,) = registry.records(NAME, 2, "rollout")
+    rollout = json.loads(registry.read_record(NAME, 2, "rollout", stamp, "rollout.json"))
+    assert rollout["decision"] == lineage["deployment"]["decision"] and rollout.get("reason")
+    for kind in ("retraining", "data-prep", "training", "validation", "deployment"):
+        run = httpx.get(f"{api}/flow_runs/{lineage['runs'][kind]}").json()
+        assert run["state"]["type"] == "COMPLETED", (kind, run["state"])
+    text = "\n".join(lineage_lines(lineage, server.ui_url))
+    assert f"/runs/flow-run/{finished['id']}" in text and DRIFT in text
+
+    cli = subprocess.run(
+        [str(BIN / "mlops"), "models", NAME, "2", "--lineage", "--registry-block", "loop-registry"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0 and "gates: challenger" in cli.stdout, cli.stdout + cli.stderr
+
+
+def test_one_episode_one_retraining_and_unknown_models_fail_fast(loop) -> None:
+    api = loop["server"].api_url
+    before = len(_runs(api, "retraining/retraining"))
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        for _ in range(5):
+            emit_event(
+                event=DRIFT,
+                resource={"prefect.resource.id": "mlops.model.alpha"},
+                payload={"version": 1},
+            )
+        emit_event(
+            event=DRIFT,
+            resource={"prefect.resource.id": "mlops.model.beta"},
+            payload={"version": 1},
+        )
+
+    def created() -> list[dict[str, Any]] | None:
+        runs = _runs(api, "retraining/retraining")[before:]
+        return runs if len(runs) >= 2 else None
+
+    runs = wait_for(created, 60, "the two retraining runs")
+    time.sleep(5)  # would a third one (a second for alpha) appear?
+    runs = _runs(api, "retraining/retraining")[before:]
+    by_model = Counter(r["parameters"]["params"]["resource_id"] for r in runs)
+    assert by_model == {"mlops.model.alpha": 1, "mlops.model.beta": 1}
+
+    def ended() -> list[dict[str, Any]] | None:
+        now = [httpx.get(f"{api}/flow_runs/{r['id']}").json() for r in runs]
+        return (
+            now
+            if all(r["state"]["type"] in ("FAILED", "CANCELLED", "CRASHED") for r in now)
+            else None
+        )
+
+    for run in wait_for(ended, 180, "both runs to end", interval=2):
+        if run["state"]["type"] == "FAILED":  # CANCELLED: the other one held the slot
+            model = run["parameters"]["params"]["resource_id"].rsplit(".", 1)[-1]
+            assert f"unknown model '{model}'" in run["state"]["message"], run["state"]
