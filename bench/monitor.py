@@ -22,8 +22,14 @@ costs, and how long a drift event takes to start a flow run on a worker.
    each checked by `check_window(detectors, window, p_value=0.05)` (the policy's default: a
    window alarms if the feature detector (KS/Chi-squared per watched feature,
    Benjamini-Hochberg) or the score detector (KS) fires, each at 0.025). Rates come with 95%
-   Wilson intervals. "Rows changed": the share of a scenario's post-drift rows whose watched
-   features differ from the baseline's same rows.
+   Wilson intervals, which assume independent windows: windows of one pool overlap more as
+   they grow (5,000 rows of a pool of ~10,000 share about half their rows), so the largest
+   size's intervals are too narrow. Also printed: the share of a scenario's post-drift rows
+   whose watched features differ from the baseline's same rows (the drift's reach).
+   Scenarios, at the generator's default strength (1.0): the default covariate drift
+   `covariate_drift=("loan_amount",)` (loans 1.6x), then `("missed_payments_12m",)`,
+   `("amount",)`, `("annual_income",)` and `concept_drift=True` (only the label's rule changes,
+   so no covariate detection is expected: its alarms should match the false-alarm rate).
 2. Cost. One `check_window` on a 10,000-row window against `LoadedModel.predict` of the same
    10,000 rows, alternating, median of `--cost-reps` after one untimed call each. Reading the
    request log: `--log-records` 1-row prediction records written by `SegmentWriter` as the model
@@ -33,9 +39,10 @@ costs, and how long a drift event takes to start a flow run on a worker.
    live accuracy with no labels logged) timed, rows/s.
 3. Latency from `emit_event` to the triggered flow run Running on a worker: a real
    `prefect server start` (SQLite, temporary PREFECT_HOME, loopback port), a process work pool,
-   the `triggered` flow below deployed from code with the trigger shape of prefect.yaml's
-   retrain-on-drift (reactive, threshold 1, within 3600 s, for_each prefect.resource.id, match
-   prefect.resource.id "mlops.model.*", expect mlops.model.drift-detected), a worker per
+   the `triggered` flow below deployed from code (`from_source(...).deploy(...)`) with the
+   trigger of prefect.yaml's retrain-on-drift (reactive, threshold 1, within 3600 s, for_each
+   prefect.resource.id, match prefect.resource.id "mlops.model.*", expect
+   mlops.model.drift-detected, retraining's parameters templated from the event), a worker per
    `--query-seconds` setting, `--latency-reps` events each with a fresh resource id (so the
    debounce never swallows one), each after a random wait in [0, query seconds) so the event
    falls anywhere in the worker's polling cycle. Every figure is a difference of server-side
@@ -45,7 +52,8 @@ costs, and how long a drift event takes to start a flow run on a worker.
 Targets are printed beside the figures, never asserted.
 
     python -m bench.monitor            # 1.5M transactions per dataset, 100 windows, 5 events
-    python -m bench.monitor --quick    # a small smoke run (minutes)
+    python -m bench.monitor --quick    # 400k transactions, 20 windows, 2 events (~2 min)
+    python -m bench.monitor --parts latency --work /tmp/m   # one part; --work keeps the data
 """
 
 # This module is also the entrypoint of part 3's deployment: a worker's flow run loads it as a
@@ -119,8 +127,8 @@ SEGMENTS = {
     "emit_to_running": "emit_event -> Running, in all",
 }
 LATENCY_TARGET_S = 30.0
-# prefect.yaml's `retraining_parameters` (*from_event), except event_id: its "{{ event.id }}"
-# renders the id as a UUID, which the server's `tojson` cannot serialize, and the automation's
+# prefect.yaml's `retraining_parameters` (*from_event). The event id as text: a lone
+# "{{ event.id }}" keeps its type, a UUID, which the server's `tojson` cannot serialize, and the
 # action fails ("Unable to create flow run from deployment: InvalidJinja()", prefect 3.9.1)
 FROM_EVENT = {
     "params": {
@@ -511,6 +519,15 @@ def report_power(prep: Prepared, figures: dict[str, Any], args: argparse.Namespa
                 f"[{r['by_feature_detector']:>3} {r['by_score_detector']:>3}]"
             )
         print(f"     {label:<22}" + "".join(f"{c:>30}" for c in cells))
+    shares = [
+        f"{size:,} rows {r['size'] / r['pool']:.0%}"
+        for size in args.sizes
+        if (r := rates["undrifted"][str(size)]) is not None
+    ]
+    print(
+        f"   a window's share of the undrifted pool: {', '.join(shares)}; the larger, the more "
+        "a cell's windows overlap (the intervals assume independent windows)"
+    )
     print("   features flagged most (count of windows), by scenario at the largest size run:")
     for name, by_size in rates.items():
         done = [by_size[str(s)] for s in args.sizes if by_size[str(s)] is not None]
@@ -927,9 +944,10 @@ def free_port() -> int:
 def report_latency(figures: dict[str, Any]) -> list:
     print(
         "\n3. drift event -> flow run Running on a worker: prefect server start (SQLite), "
-        "a process pool, this module's `triggered` flow deployed with a reactive trigger "
-        "(threshold 1, within 3600 s, for_each prefect.resource.id, match mlops.model.*), a "
-        "fresh resource id per event; seconds between stamps of the event and the flow run"
+        "a process pool, this module's `triggered` flow deployed with retrain-on-drift's "
+        "trigger (reactive, threshold 1, within 3600 s, for_each prefect.resource.id, match "
+        "mlops.model.*), a fresh resource id per event, each after a random wait in [0, query "
+        "seconds); seconds between the event's and the flow run's stamps (server API)"
     )
     settings = figures["settings"]
     columns = [f"query {k} s" + (" (default)" if v["default"] else "") for k, v in settings.items()]

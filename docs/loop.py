@@ -57,7 +57,9 @@ def draw(path: Path = OUT) -> Path:
         a = (x0 + shrink[0], y0 + shrink[1])
         b = (x1 - shrink[0], y1 - shrink[1])
         ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=14, lw=1.4))
-        if label:
+        if label and dx == 0:  # a vertical arrow: its label beside it
+            ax.text(a[0] + 0.08, (a[1] + b[1]) / 2, label, va="center", fontsize=7.5, color="#444")
+        elif label:
             ax.text(
                 (a[0] + b[0]) / 2,
                 (a[1] + b[1]) / 2 + 0.12,
@@ -68,7 +70,7 @@ def draw(path: Path = OUT) -> Path:
                 color="#444",
             )
     ax.text(
-        5.0,
+        5.8,
         5.05,
         "drift -> retrain -> gates -> canary -> promote or roll back: every step a "
         "Prefect run, every decision a registry record",
