@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks import ModelRegistry, MonitoringPolicy, ServingTarget, load_or_default, loop_settings
 from tasks.monitoring.episodes import load_episodes, save_episodes
 from tasks.monitoring.prefect_tasks import (
+    DEGRADED,
+    DRIFT,
     check_traffic,
     emit_episode,
     episodes_to_emit,
@@ -104,7 +106,7 @@ def _monitor(
     still_open, emit = episodes_to_emit(
         load_episodes(state_dir / EPISODES), found, retrained, policy.reemit_after_s
     )
-    events = []
+    events: list[dict[str, str | int | None]] = []
     for episode in emit:
         event_id = emit_episode(name, episode)
         again = "again " if episode.emitted > 1 else ""
@@ -143,9 +145,10 @@ def _monitor(
     save_episodes(state_dir / EPISODES, still_open)
     check.mark.save(state_dir / WATERMARK)
     state: State = "checked"
-    if any(e["event"].endswith("drift-detected") for e in events):
+    emitted = {e["event"] for e in events}
+    if DRIFT in emitted:
         state = "drift"
-    elif any(e["event"].endswith("performance-degraded") for e in events):
+    elif DEGRADED in emitted:
         state = "degraded"
     elif not check.checks and check.insufficient:
         state = "insufficient data"

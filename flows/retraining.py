@@ -160,7 +160,7 @@ def _retrain(
     logger.info("retraining %s from v%s: %s", name, base.version, cause["why"])
 
     prep_note = _maybe_data_prep(params, spec, data_uri, repo_block, runs)
-    state = training(
+    trained_state = training(
         TrainingParams.model_validate(
             {
                 **recipe,
@@ -173,9 +173,9 @@ def _retrain(
         ),
         return_state=True,
     )
-    runs["training"] = str(state.state_details.flow_run_id)
-    trained = state.result()
-    state = validation(
+    runs["training"] = str(trained_state.state_details.flow_run_id)
+    trained = trained_state.result()
+    validated_state = validation(
         ValidationParams(
             model_name=name,
             candidate=trained.version,
@@ -186,11 +186,11 @@ def _retrain(
         ),
         return_state=True,
     )
-    runs["validation"] = str(state.state_details.flow_run_id)
-    validated = state.result()
+    runs["validation"] = str(validated_state.state_details.flow_run_id)
+    validated = validated_state.result()
     rollout = None
     if validated.decision == "challenger" and params.deploy:
-        state = deployment(
+        deployed_state = deployment(
             DeploymentParams(
                 model_name=name,
                 action="rollout",
@@ -203,8 +203,8 @@ def _retrain(
             ),
             return_state=True,
         )
-        runs["deployment"] = str(state.state_details.flow_run_id)
-        rollout = state.result()
+        runs["deployment"] = str(deployed_state.state_details.flow_run_id)
+        rollout = deployed_state.result()
     lineage = {
         "model": name,
         "version": trained.version,

@@ -238,7 +238,9 @@ def test_concept_drift_is_caught_by_live_accuracy_not_by_the_detectors(watched, 
     _monitor()  # what earlier tests left waiting is checked now, as a short window
     _policy(watched["prometheus"].pushgateway_url)
     concept = _generate(tmp_path / "concept", concept_drift=True)
-    rows = _send(watched["target"].url, _applications(concept, 600, 600, after_drift=True), labels=True)
+    rows = _send(
+        watched["target"].url, _applications(concept, 600, 600, after_drift=True), labels=True
+    )
     assert rows == 600
     result = _monitor()
     assert (result.windows, result.drifted_windows) == (2, 0), result  # features did not move
