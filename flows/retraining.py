@@ -18,7 +18,7 @@ from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, validation
 from tasks.data.freshness import newer_source_files
 from tasks.monitoring.lineage import FILE, RECORD, models_for
-from tasks.registry.store import ModelVersion, RegistryError
+from tasks.registry.store import ModelVersion, Registry, RegistryError
 
 DataPrep = Literal["auto", "always", "never"]
 
@@ -136,7 +136,7 @@ def retraining(params: RetrainingParams = RetrainingParams()) -> list[Retraining
 
 
 def _retrain(
-    name: str, params: RetrainingParams, registry: Any, feature_repo_block: str | None
+    name: str, params: RetrainingParams, registry: Registry, feature_repo_block: str | None
 ) -> RetrainingResult:
     logger = get_run_logger()
     aliases = registry.aliases(name)

@@ -229,10 +229,6 @@ def check_window(
     )
 
 
-def reference_scores(predict: Callable[[pd.DataFrame], np.ndarray], reference: pd.DataFrame):
-    return np.asarray(predict(reference), dtype="float64")
-
-
 def drift_features(watched: Sequence[str], model_features: Sequence[str]) -> list[str]:
     """The spec's watched features the version takes (all its features if none are named)."""
     return [f for f in watched if f in set(model_features)] or list(model_features)

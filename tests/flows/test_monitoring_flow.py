@@ -269,3 +269,18 @@ def test_the_artifact_embeds_the_plots(watched) -> None:
     markdown = [a for a in artifacts if a.key == f"monitoring-{NAME}" and "drift" in str(a.data)]
     assert any("data:image/png;base64," in str(a.data) for a in markdown)
     assert shutil.which("promtool")
+
+
+def test_retraining_fails_fast_on_unknown_models_and_waits_for_enough_new_labels(watched):
+    from flows.retraining import RetrainingParams, retraining
+
+    with pytest.raises(RegistryError, match="unknown model 'ghost'"):
+        retraining(RetrainingParams(resource_id="mlops.model.ghost", registry_block="tmp-registry"))
+    few = RetrainingParams(
+        resource_id="mlops.dataset.credit_risk",
+        event_name="mlops.dataset.updated",
+        payload={"new_labelled_rows": 10},
+        min_new_labelled_rows=1_000,
+        registry_block="tmp-registry",
+    )
+    assert retraining(few) == []

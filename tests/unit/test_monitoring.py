@@ -201,3 +201,18 @@ def test_an_unanswered_episode_is_emitted_again_once_due() -> None:
     answered = [datetime.now(UTC) - timedelta(hours=1)]  # a retraining after the detection
     still, emit = episodes_to_emit(still, [], answered, reemit_after_s=0)
     assert (still, emit) == ([], [])
+
+
+def test_young_records_wait_and_old_predictions_are_not_joined(files, tmp_path) -> None:
+    detectors = load_detectors(read_files(files))
+    _write(tmp_path, _frame(np.random.default_rng(5), 300), 1, "main", T0, "s")  # T0 .. T0+299s
+    at = T0 + timedelta(seconds=400)
+    settled = MonitoringPolicy(window_rows=100, min_rows=50, settle_s=200)
+    check = check_model(tmp_path, "m", Watermark(), settled, lambda v: detectors, at)
+    assert check.records == 201 and check.until == stamp(T0 + timedelta(seconds=200))  # <= until
+    pd.DataFrame({"request_id": ["s-0", "s-299"], "label": [1, 0]}).to_csv(tmp_path / "l.csv")
+    import_labels(tmp_path / "l.csv", tmp_path, "m")
+    since = stamp(T0 + timedelta(seconds=100))  # what a look-back ending there keeps
+    assert join_labels(tmp_path, "m", since).frame["time"].tolist() == [
+        stamp(T0 + timedelta(seconds=299))
+    ]
