@@ -631,7 +631,9 @@ def write_log(log_dir: Path, model: Any, rows: pd.DataFrame, records: int) -> di
     }
 
 
-def cost(prep: Prepared, undrifted: pd.DataFrame, args: argparse.Namespace, work: Path):
+def cost(
+    prep: Prepared, undrifted: pd.DataFrame, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
     from deployments.request_log import REQUESTS, read_log
     from tasks.monitoring.check import check_model
     from tasks.monitoring.detectors import check_window
@@ -838,6 +840,7 @@ def latency(args: argparse.Namespace, work: Path, say: Say) -> dict[str, Any]:
 
     from flows.local_server import LocalServer
     from tasks.processes import stop_process_group
+    from tasks.serving.local_target import free_port
 
     default_q = float(get_current_settings().worker.query_seconds)
     home = work / "prefect-home"
@@ -931,14 +934,6 @@ def latency(args: argparse.Namespace, work: Path, say: Say) -> dict[str, Any]:
             stop_process_group(pid, timeout=10)
         server.stop()
     return results
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def report_latency(figures: dict[str, Any]) -> list:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import ModelRegistry, RolloutPolicy, ServingTarget, load_or_default
 from deployments.request_log import utc_now
+from tasks.monitoring.prefect_tasks import refresh_scrape_targets
 from tasks.registry.store import Registry
 from tasks.serving.kubernetes_rollout import kubernetes_decision
 from tasks.serving.kubernetes_target import KubernetesTarget
@@ -135,6 +136,15 @@ def serve_champion(
 @flow(name="deployment", log_prints=True)
 def deployment(params: DeploymentParams = DeploymentParams()) -> DeploymentResult:  # noqa: B008
     """Roll a challenger out on the serving target, or promote / roll back by hand."""
+    try:
+        return _deployment(params)
+    finally:
+        target_block = load_or_default(ServingTarget, params.target_block, ServingTarget())
+        if target_block.kind == "local":  # Prometheus follows the predictors (file_sd)
+            refresh_scrape_targets(target_block.state_dir)
+
+
+def _deployment(params: DeploymentParams) -> DeploymentResult:
     logger = get_run_logger()
     registry = load_or_default(ModelRegistry, params.registry_block, ModelRegistry()).registry()
     target_block = load_or_default(ServingTarget, params.target_block, ServingTarget())

@@ -8,8 +8,7 @@ import time
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from tasks.monitoring.check import ModelCheck
-
-JOB = "mlops_monitoring"
+from tasks.monitoring.prometheus import MONITORING_JOB
 
 
 def gauges(check: ModelCheck, auc_floor: float) -> CollectorRegistry:
@@ -64,5 +63,8 @@ def gauges(check: ModelCheck, auc_floor: float) -> CollectorRegistry:
 
 def push(url: str, check: ModelCheck, auc_floor: float) -> None:
     push_to_gateway(
-        url, job=JOB, grouping_key={"model": check.model}, registry=gauges(check, auc_floor)
+        url,
+        job=MONITORING_JOB,
+        grouping_key={"model": check.model},
+        registry=gauges(check, auc_floor),
     )

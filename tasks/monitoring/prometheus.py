@@ -41,6 +41,8 @@ CONFIG = "prometheus.yml"
 SERVING_JOB = "mlops_serving"
 PUSHGATEWAY_JOB = "mlops_pushgateway"
 MONITORING_JOB = "mlops_monitoring"  # the job the monitoring flow pushes under
+TARGETS_FILE = "prometheus-targets.json"  # in the serving state folder; the deployment flow
+# rewrites it whenever the predictors change
 
 
 class PrometheusError(RuntimeError):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,12 +46,13 @@ def prepared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Credit-risk data through data_prep into the prepared-feast store; its output folder."""
     root = tmp_path_factory.mktemp("train")
     generate_data(
-        # 2.5 years: room for the 90-day horizon and the embargoes between the splits
+        # 2.5 years: room for the 90-day horizon and the embargoes between the splits; up to
+        # yesterday, so that what the online store serves now is as fresh as what was trained on
         GenerateDataParams(
             rows=150_000,
             seed=5,
-            start=date(2024, 1, 1),
-            end=date(2026, 6, 30),
+            start=date.today() - timedelta(days=911),
+            end=date.today() - timedelta(days=1),
             out_uri=str(root / "raw"),
             chunk_rows=50_000,
         )

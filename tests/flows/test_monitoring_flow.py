@@ -21,7 +21,7 @@ from flows.monitoring import EPISODES, WATERMARK, MonitoringParams, monitoring
 from flows.training import TrainingParams, training
 from tasks.monitoring.detectors import detector_file_names
 from tasks.monitoring.policy import MonitoringPolicy as Policy
-from tasks.monitoring.prometheus import LocalPrometheus, refresh_serving_targets
+from tasks.monitoring.prometheus import TARGETS_FILE, LocalPrometheus
 from tasks.monitoring.versions import version_detectors
 from tasks.registry.store import RegistryError
 from tasks.serving.local_target import LocalTarget, free_port, http_json
@@ -91,7 +91,9 @@ def watched(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "watch-rollout", overwrite=True
     )
     target = LocalTarget(ServingTarget.load("watch-serving").local_settings(), NAME)
-    prometheus = LocalPrometheus(state / "prometheus", targets_file=state / "targets.json")
+    # the deployment flow keeps the targets file in the serving state folder up to date
+    targets = state / "serving" / TARGETS_FILE
+    prometheus = LocalPrometheus(state / "prometheus", targets_file=targets)
     try:
         prometheus.start()
         _policy(prometheus.pushgateway_url)
@@ -105,7 +107,7 @@ def watched(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             )
         )
         assert deployed.decision == "promoted"
-        refresh_serving_targets(state / "serving", state / "targets.json")
+        assert '"role": "main"' in targets.read_text()
         yield {"target": target, "prometheus": prometheus, "state": state, "raw": raw}
     finally:
         target.stop_all()
