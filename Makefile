@@ -52,3 +52,4 @@ bench: setup
 	$(VENV)/bin/python -m bench.train
 	$(VENV)/bin/python -m bench.validate
 	$(VENV)/bin/python -m bench.serve
+	$(VENV)/bin/python -m bench.monitor

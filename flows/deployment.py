@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import ModelRegistry, RolloutPolicy, ServingTarget, load_or_default
 from deployments.request_log import utc_now
-from tasks.monitoring.prefect_tasks import refresh_scrape_targets
+from tasks.monitoring.prometheus import TARGETS_FILE, refresh_serving_targets
 from tasks.registry.store import Registry
 from tasks.serving.kubernetes_rollout import kubernetes_decision
 from tasks.serving.kubernetes_target import KubernetesTarget
@@ -141,7 +142,18 @@ def deployment(params: DeploymentParams = DeploymentParams()) -> DeploymentResul
     finally:
         target_block = load_or_default(ServingTarget, params.target_block, ServingTarget())
         if target_block.kind == "local":  # Prometheus follows the predictors (file_sd)
-            refresh_scrape_targets(target_block.state_dir)
+            _refresh_scrape_targets(Path(target_block.state_dir))
+
+
+def _refresh_scrape_targets(state_dir: Path) -> None:
+    """Rewrite the Prometheus targets file (plain file work, also while a SIGTERM unwinds)."""
+    path = state_dir / TARGETS_FILE
+    try:
+        count = refresh_serving_targets(state_dir, path)
+    except OSError as exc:  # serving goes on; the targets are stale until the next change
+        get_run_logger().warning("Prometheus targets %s not rewritten: %s", path, exc)
+        return
+    get_run_logger().info("Prometheus targets: %s predictor(s) in %s", count, path)
 
 
 def _deployment(params: DeploymentParams) -> DeploymentResult:

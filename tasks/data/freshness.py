@@ -18,7 +18,7 @@ def snapshot_time(snapshot: str) -> datetime:
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+    for key in ("mtime", "LastModified", "last_modified", "updated"):
         value = info.get(key)
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -18,7 +17,6 @@ from tasks.monitoring.detectors import Detectors
 from tasks.monitoring.episodes import Episode, answered, due
 from tasks.monitoring.metrics import push
 from tasks.monitoring.policy import MonitoringPolicy
-from tasks.monitoring.prometheus import TARGETS_FILE, refresh_serving_targets
 from tasks.monitoring.report import MAX_PLOTS, drift_plot, monitoring_markdown
 from tasks.monitoring.traffic import Watermark, stamp
 from tasks.monitoring.versions import version_detectors
@@ -205,15 +203,3 @@ def publish_monitoring(
         description=f"Monitoring of {check.model}: {len(check.checks)} window(s), "
         f"{len(check.drifted())} drifted",
     )
-
-
-@task(name="refresh-scrape-targets", cache_policy=NO_CACHE)
-def refresh_scrape_targets(state_dir: str) -> None:
-    """Rewrite the Prometheus targets file from the local target's predictors."""
-    path = Path(state_dir) / TARGETS_FILE
-    try:
-        count = refresh_serving_targets(state_dir, path)
-    except OSError as exc:  # serving goes on; the scrape targets are stale until the next move
-        get_run_logger().warning("Prometheus targets %s not rewritten: %s", path, exc)
-        return
-    get_run_logger().info("Prometheus targets: %s predictor(s) in %s", count, path)

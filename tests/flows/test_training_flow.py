@@ -36,6 +36,11 @@ def test_training_registers_a_reproducible_candidate(prepared: Path) -> None:
     meta = version.metadata
     assert version.files == [
         "calibration.json",
+        "drift-features.config.toml",
+        "drift-features.x_ref.npy",
+        "drift-scores.config.toml",
+        "drift-scores.x_ref.npy",
+        "drift.json",
         "features.json",
         "holdout.parquet",
         "model.onnx",
@@ -122,6 +127,11 @@ def test_training_registers_a_horovod_trained_torch_model(prepared: Path) -> Non
     version = registry.get("credit-torch", result.version)
     assert version.files == [
         "calibration.json",
+        "drift-features.config.toml",
+        "drift-features.x_ref.npy",
+        "drift-scores.config.toml",
+        "drift-scores.x_ref.npy",
+        "drift.json",
         "features.json",
         "holdout.parquet",
         "model.json",

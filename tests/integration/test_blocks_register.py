@@ -19,7 +19,7 @@ def test_prefect_block_register_against_a_real_server(prefect_env, api) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Successfully registered 9 blocks" in done.stdout
+    assert "Successfully registered 10 blocks" in done.stdout
 
     listed = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "type", "ls"],

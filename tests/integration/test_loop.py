@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
+from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
@@ -134,6 +135,9 @@ def _applications(raw: Path, start: int, n: int, after_drift: bool = False) -> p
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("loop")
+    # this process's events go through one cached worker whose client was made for the first
+    # server it saw (another module's): drain it, so the next emit connects to this one
+    EventsWorker.drain_all(timeout=10)
     server = LocalServer(home=root / "prefect-home", port=free_port())
     server.start(timeout=120)
     env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(server.home)}
@@ -146,6 +150,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         procs.stop_all()
         if target is not None:
             target.stop_all()
+        EventsWorker.drain_all(timeout=10)
         server.stop()
 
 

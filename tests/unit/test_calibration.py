@@ -128,6 +128,11 @@ def test_a_registered_version_stores_its_calibration_as_json_and_loads_it(
     folder = tmp_path / "calibrated" / "versions" / str(number)
     assert version.files == [
         CALIBRATION,
+        "drift-features.config.toml",
+        "drift-features.x_ref.npy",
+        "drift-scores.config.toml",
+        "drift-scores.x_ref.npy",
+        "drift.json",
         "features.json",
         "holdout.parquet",
         "model.onnx",
