@@ -5,8 +5,9 @@ covariate-drifted modes. Asserted through Prefect's API and the registry.
 
 The server is restarted between the drift and the retraining: the drift event is kept in the
 server's database, but no trigger acted on it (its automation did not exist yet, as after a
-restart that lost the event queue), so the next monitoring run emits the unanswered episode
-again and that one starts the retraining."""
+restart that lost the event queue). The next monitoring run emits the unanswered episode again;
+Prefect's events client may also re-send the first event (it re-sends what the server had not
+confirmed when it reconnects). Either starts the one retraining of the episode."""
 
 from __future__ import annotations
 
@@ -308,7 +309,10 @@ def test_drift_retrains_gates_and_rolls_out_on_its_own(loop) -> None:
         finished["state"],
         loop["procs"].log("worker")[-4000:],
     )
-    assert finished["parameters"]["params"]["event_id"] in {e["id"] for e in again}
+    # the episode's first event (re-sent by its client after the restart, as Prefect's events
+    # client re-sends what the server had not confirmed) or its re-emission: one run either way
+    assert finished["parameters"]["params"]["event_id"] in {first["id"]} | {e["id"] for e in again}
+    assert len(_runs(api, "retraining/retraining")) == 1
     assert traffic.statuses[200] > 0 and set(traffic.statuses) == {200}, traffic.statuses
 
     with temporary_settings(updates={PREFECT_API_URL: api}):
