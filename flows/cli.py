@@ -155,6 +155,8 @@ def cmd_models(args: argparse.Namespace) -> None:
     if len(words) > 2:
         raise SystemExit(f"mlops models: too many arguments {words}")
     name, ref = [*words, None, None][:2]
+    if args.lineage and ref is None:
+        raise SystemExit("mlops models NAME REF --lineage: which version (a number or an alias)")
     if args.root:
         registry = Registry(args.root)
     else:

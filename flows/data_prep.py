@@ -16,6 +16,7 @@ from blocks import (
     load_or_default,
     resolve_dataset,
 )
+from tasks.data.freshness import labelled_rows
 from tasks.data.prefect_tasks import (
     build_features_task,
     check_quality_task,
@@ -125,6 +126,7 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         raise
     repo = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo())
     previous = current_snapshot(output_uri)
+    labelled_before = labelled_rows(output_uri, previous)  # publishing may prune it
     skew = publish_task(
         spec,
         staging,
@@ -154,7 +156,9 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
         output_uri,
     )
     rows_out = {name: int(stats["rows"].iloc[0]) for name, stats in report.features.items()}
-    emit_dataset_updated(spec.name, output_uri, snapshot, previous, report.rows_in, rows_out)
+    emit_dataset_updated(
+        spec.name, output_uri, snapshot, previous, labelled_before, report.rows_in, rows_out
+    )
     return DataPrepResult(
         dataset=spec.name,
         output_uri=output_uri,

@@ -12,8 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks import ModelRegistry, MonitoringPolicy, ServingTarget, load_or_default, loop_settings
 from tasks.monitoring.episodes import load_episodes, save_episodes
 from tasks.monitoring.prefect_tasks import (
-    DEGRADED,
-    DRIFT,
     check_traffic,
     emit_episode,
     episodes_to_emit,
@@ -101,10 +99,15 @@ def _monitor(
     mark = Watermark.load(state_dir / WATERMARK)
     check, detectors = check_traffic(str(target.log_dir(name)), name, mark, policy, registry)
     records = record_monitoring(registry, check, policy)
-    found = new_episodes(check, records, policy.auc_floor)
+    champion = registry.aliases(name).get("champion")
+    found = new_episodes(check, records, policy.auc_floor, champion)
     retrained = [v.created_at for v in registry.versions(name) if v.metadata.get("cause")]
     still_open, emit = episodes_to_emit(
-        load_episodes(state_dir / EPISODES), found, retrained, policy.reemit_after_s
+        load_episodes(state_dir / EPISODES, name),
+        found,
+        retrained,
+        policy.reemit_after_s,
+        champion,
     )
     events: list[dict[str, str | int | None]] = []
     for episode in emit:
@@ -126,8 +129,9 @@ def _monitor(
                 "emitted": episode.emitted,
             }
         )
-    if block.pushgateway_url:
-        push_metrics(block.pushgateway_url, check, policy.auc_floor)
+    # the results are stored and the events out: the next run starts where this one ended
+    save_episodes(state_dir / EPISODES, still_open)
+    check.mark.save(state_dir / WATERMARK)
     summary = {
         "until": check.until,
         "records": check.records,
@@ -140,15 +144,16 @@ def _monitor(
         "unmatched_labels": check.unmatched_labels,
         "events": events,
     }
-    publish_monitoring(check, detectors, summary)
-    # only now, after the records and events: the next run starts where this one ended
-    save_episodes(state_dir / EPISODES, still_open)
-    check.mark.save(state_dir / WATERMARK)
+    try:  # reports: a pushgateway or artifact that fails costs this run's report, not its work
+        if block.pushgateway_url:
+            push_metrics(block.pushgateway_url, check, policy.auc_floor)
+        publish_monitoring(check, detectors, summary)
+    except Exception as exc:
+        logger.warning("%s: results stored, but not reported: %s", name, exc)
     state: State = "checked"
-    emitted = {e["event"] for e in events}
-    if DRIFT in emitted:
+    if check.drifted():
         state = "drift"
-    elif DEGRADED in emitted:
+    elif any(a.below_floor for a in check.accuracy):
         state = "degraded"
     elif not check.checks and check.insufficient:
         state = "insufficient data"

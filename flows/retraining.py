@@ -17,6 +17,7 @@ from flows.deployment import DeploymentParams, deployment
 from flows.training import TrainingParams, training
 from flows.validation import ValidationParams, validation
 from tasks.data.freshness import newer_source_files
+from tasks.data.publish import current_snapshot
 from tasks.monitoring.lineage import FILE, RECORD, models_for
 from tasks.registry.store import ModelVersion, Registry, RegistryError
 
@@ -132,12 +133,13 @@ def retraining(params: RetrainingParams = RetrainingParams()) -> list[Retraining
         names = models_for(registry, params.resource_id)
     else:
         raise ValueError("retraining needs model_name or the triggering event's resource_id")
-    return [_retrain(name, params, registry, loop.feature_repo_block) for name in names]
+    done = [_retrain(name, params, registry, loop.feature_repo_block) for name in names]
+    return [d for d in done if d is not None]
 
 
 def _retrain(
     name: str, params: RetrainingParams, registry: Registry, feature_repo_block: str | None
-) -> RetrainingResult:
+) -> RetrainingResult | None:
     logger = get_run_logger()
     aliases = registry.aliases(name)
     base = registry.get(
@@ -146,7 +148,7 @@ def _retrain(
     recipe = _recipe(base)
     spec = resolve_dataset(recipe.get("dataset") or base.metadata["dataset"])
     data_uri = recipe.get("data_uri") or f"data/{spec.name}"
-    repo_block = recipe.get("feature_repo_block") or feature_repo_block
+    repo_block = feature_repo_block or recipe.get("feature_repo_block")
     cause = {
         "event": params.event_name,
         "event_id": params.event_id,
@@ -160,6 +162,18 @@ def _retrain(
     logger.info("retraining %s from v%s: %s", name, base.version, cause["why"])
 
     prep_note = _maybe_data_prep(params, spec, data_uri, repo_block, runs)
+    snapshot = current_snapshot(data_uri)
+    if runs["data-prep"] is None and snapshot and snapshot == base.metadata.get("data_snapshot"):
+        # the same recipe on the same data gives the same model back: nothing to retrain on
+        # (the episode stays open, and is emitted again until new data arrives)
+        logger.warning(
+            "not retraining %s: no new data since v%s (snapshot %s; %s)",
+            name,
+            base.version,
+            snapshot,
+            prep_note,
+        )
+        return None
     trained_state = training(
         TrainingParams.model_validate(
             {

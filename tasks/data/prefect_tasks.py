@@ -131,12 +131,12 @@ def emit_dataset_updated(
     output_uri: str,
     snapshot: str,
     previous: str | None,
+    labelled_before: int,
     rows_in: int,
     rows_out: dict[str, int],
 ) -> None:
     """`mlops.dataset.updated`: a snapshot was published; retraining triggers can use
     `new_labelled_rows` as their threshold."""
-    before = labelled_rows(output_uri, previous)
     after = labelled_rows(output_uri, snapshot)
     emit_event(
         event="mlops.dataset.updated",
@@ -158,6 +158,6 @@ def emit_dataset_updated(
             "rows_in": rows_in,
             "rows_out": rows_out,
             "labelled_rows": after,
-            "new_labelled_rows": max(0, after - before),
+            "new_labelled_rows": max(0, after - labelled_before),
         },
     )

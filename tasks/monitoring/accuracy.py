@@ -73,7 +73,8 @@ def join_labels(log_dir: str | Path, model: str, since: str) -> Joined:
         ],
         columns=["request_id", "row", "label_time", "label"],
     )
-    got = got.sort_values("label_time").drop_duplicates(["request_id", "row"], keep="last")
+    got = got.sort_values("label_time", kind="stable")  # equal stamps: the later line wins
+    got = got.drop_duplicates(["request_id", "row"], keep="last")
     served["row"] = served["row"].astype("int64")
     served["request_id"] = served["request_id"].astype(str)
     joined = served.merge(got, on=["request_id", "row"], how="inner")

@@ -29,7 +29,8 @@ class ModelCheck:
     labels: int
     unmatched_labels: int
     mark: Watermark  # the watermark to persist once the results are stored
-    served: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # last window, x
+    # per stream, the rows of its newest drifted window (else its last), for the plots
+    served: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
 
     def drifted(self) -> list[dict[str, Any]]:
         return [c for c in self.checks if c["drift"]]
@@ -53,6 +54,7 @@ def check_model(
     checks: list[dict[str, Any]] = []
     insufficient: list[dict[str, Any]] = []
     served: dict[tuple[int, str], np.ndarray] = {}
+    drifted_streams: set[tuple[int, str]] = set()
     for stream in traffic.streams:
         cuts, pending = windows(stream.records, policy.window_rows, policy.min_rows)
         if pending:
@@ -69,7 +71,11 @@ def check_model(
                 detectors, frame, policy.p_value, str(cut[0]["time"]), str(cut[-1]["time"])
             )
             checks.append({"version": stream.version, "role": stream.role, **result.as_dict()})
-            served[(stream.version, stream.role)] = as_matrix(frame, detectors.features)
+            key = (stream.version, stream.role)
+            if result.drift or key not in drifted_streams:  # the newest drifted window's rows
+                served[key] = as_matrix(frame, detectors.features)
+                if result.drift:
+                    drifted_streams.add(key)
         advanced.advance(stream.key, [r for cut in cuts for r in cut], pending)
     since = stamp(now - timedelta(days=policy.label_lookback_days))
     joined = join_labels(log_dir, model, since)

@@ -58,7 +58,11 @@ def fit_detector_files(
     categorical: Sequence[str],
     p_value: float = 0.05,
 ) -> dict[str, bytes]:
-    """Fit both detectors on `reference` (rows of `features`) and its `scores`; their files."""
+    """Fit the feature detector on `reference` (rows of `features`) and the score detector on
+    `scores`, the version's out-of-sample scores (test split); their files.
+
+    The detectors' own `p_val` is Alibi Detect's default; monitoring decides with its policy's
+    p-value from the p-values they return (`check_window`)."""
     from alibi_detect.cd import KSDrift, TabularDrift  # ~6 s import: only where detectors are
     from alibi_detect.saving import save_detector
 

@@ -28,10 +28,13 @@ class Episode:
     event_ids: list[str] = field(default_factory=list)
 
 
-def load_episodes(path: Path) -> list[Episode]:
+def load_episodes(path: Path, model: str) -> list[Episode]:
     if not path.is_file():
         return []
-    return [Episode(**e) for e in json.loads(path.read_text())]
+    try:
+        return [Episode(**e) for e in json.loads(path.read_text())]
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not the open episodes of '{model}' ({exc})") from exc
 
 
 def save_episodes(path: Path, episodes: list[Episode]) -> None:

@@ -41,7 +41,10 @@ class MonitoringPolicy(BaseModel):
         default=0.70, ge=0.0, le=1.0, description="Live AUC below it: performance-degraded."
     )
     label_lookback_days: float = Field(
-        default=30.0, gt=0.0, description="Labels are joined to predictions this recent."
+        default=120.0,
+        gt=0.0,
+        description="Labels are joined to predictions this recent: longer than the label's "
+        "horizon (credit risk: 90 days), or late outcomes never join.",
     )
     reemit_after_s: float = Field(
         default=3_600.0,

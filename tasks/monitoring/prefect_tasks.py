@@ -82,11 +82,18 @@ def record_monitoring(
     return out
 
 
-def new_episodes(check: ModelCheck, records: dict[int, str], auc_floor: float) -> list[Episode]:
-    """This run's findings: the newest drifted window per version, accuracy below the floor."""
+def new_episodes(
+    check: ModelCheck, records: dict[int, str], auc_floor: float, champion: int | None
+) -> list[Episode]:
+    """This run's findings about the champion's main traffic, the one a retraining can fix:
+    its newest window drifted, its live accuracy below the floor. (A canary's or shadow's are
+    the rollout's to judge; a replaced version's late labels are history.) Every window is in
+    the records either way."""
     now = stamp(datetime.now(UTC))
-    found: dict[tuple[str, int], Episode] = {}
-    for c in check.drifted():
+    found = []
+    windows = [c for c in check.checks if c["version"] == champion and c["role"] == "main"]
+    if windows and windows[-1]["drift"]:
+        c = windows[-1]
         payload = {
             "model": check.model,
             "version": c["version"],
@@ -98,11 +105,9 @@ def new_episodes(check: ModelCheck, records: dict[int, str], auc_floor: float) -
             "score_p_value": c["score"]["p_value"],
             "record": records[c["version"]],
         }
-        found[(DRIFT, c["version"])] = Episode(
-            DRIFT, c["version"], records[c["version"]], payload, now, now
-        )
+        found.append(Episode(DRIFT, c["version"], records[c["version"]], payload, now, now))
     for a in check.accuracy:
-        if a.below_floor:
+        if a.below_floor and a.version == champion and a.role == "main":
             payload = {
                 "model": check.model,
                 "version": a.version,
@@ -115,10 +120,8 @@ def new_episodes(check: ModelCheck, records: dict[int, str], auc_floor: float) -
                 "ece": a.ece,
                 "record": records[a.version],
             }
-            found[(DEGRADED, a.version)] = Episode(
-                DEGRADED, a.version, records[a.version], payload, now, now
-            )
-    return list(found.values())
+            found.append(Episode(DEGRADED, a.version, records[a.version], payload, now, now))
+    return found
 
 
 def episodes_to_emit(
@@ -126,13 +129,20 @@ def episodes_to_emit(
     found: list[Episode],
     retrained_at: list[datetime],
     reemit_after_s: float,
+    champion: int | None = None,
 ) -> tuple[list[Episode], list[Episode]]:
     """(episodes still open after this run, those to emit now).
 
-    One open episode per event: a new finding replaces the open one (keeping when it was first
-    detected); an open one that no retraining has answered is emitted again once due."""
+    One open episode per event: a new finding is emitted and replaces the open one (keeping
+    when it was first detected); an open one that no retraining has answered, whose version
+    still serves, is emitted again once `reemit_after_s` has passed since its last emission.
+    """
     now = datetime.now(UTC)
-    still = {e.event: e for e in open_episodes if not answered(e, retrained_at)}
+    still = {
+        e.event: e
+        for e in open_episodes
+        if not answered(e, retrained_at) and (champion is None or e.version == champion)
+    }
     emit = []
     for episode in found:
         before = still.get(episode.event)

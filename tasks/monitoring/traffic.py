@@ -51,10 +51,15 @@ class Watermark:
     def load(cls, path: Path) -> Watermark:
         if not path.is_file():
             return cls()
-        data = json.loads(path.read_text())
-        return cls(
-            {k: (v[0], v[1], int(v[2])) for k, v in data["streams"].items()}, data["updated"]
-        )
+        try:
+            data = json.loads(path.read_text())
+            streams = {k: (str(v[0]), str(v[1]), int(v[2])) for k, v in data["streams"].items()}
+            return cls(streams, data["updated"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ValueError(
+                f"{path}: not a monitoring watermark ({exc!r}); fix or remove it (removed: the "
+                "whole request log is checked again)"
+            ) from exc
 
     def save(self, path: Path) -> None:
         """Write the watermark whole, then rename it into place (readers never see a mix)."""

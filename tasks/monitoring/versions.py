@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 
+from deployments.contract import HOLDOUT
 from deployments.predictor import REFERENCE
 from tasks.monitoring.detectors import (
     Detectors,
@@ -22,6 +24,7 @@ from tasks.monitoring.detectors import (
 )
 from tasks.registry.loading import load_model
 from tasks.registry.store import Registry
+from tasks.serving.contract import SCORE
 from tasks.specs.dataset_spec import SpecError
 from tasks.specs.datasets import get_dataset
 
@@ -45,13 +48,18 @@ def version_detectors(registry: Registry, name: str, version: int) -> Detectors:
         )
     reference = pd.read_parquet(io.BytesIO(registry.read(name, version, REFERENCE)))
     model = load_model(registry, name, version)
+    if HOLDOUT in info.files:  # out-of-sample scores, as at registration
+        holdout = pd.read_parquet(io.BytesIO(registry.read(name, version, HOLDOUT)))
+        scores = holdout[SCORE].to_numpy("float64")
+    else:
+        scores = np.asarray(model.predict(reference), dtype="float64")
     try:
         watched = get_dataset(str(info.metadata.get("dataset"))).monitoring.drift_features
     except (SpecError, KeyError, FileNotFoundError):
         watched = []  # a dataset no longer registered: watch every feature
     files = fit_detector_files(
         reference,
-        model.predict(reference),
+        scores,
         drift_features(watched, model.features),
         info.metadata.get("categorical", []),
     )

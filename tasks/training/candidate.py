@@ -114,7 +114,7 @@ def register_candidate(
         HOLDOUT: holdout_sample(split.test, data.features, test_scores, HOLDOUT_ROWS, seed),
         **fit_detector_files(
             reference,
-            fitted.predict(reference),
+            test_scores,  # out of sample, as served scores are (in-sample ones are sharper)
             drift_features(spec.monitoring.drift_features, data.features),
             data.categorical,
         ),

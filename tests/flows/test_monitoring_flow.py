@@ -13,7 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blocks import FeatureRepo, ModelRegistry, MonitoringPolicy, RolloutPolicy, ServingTarget
+from blocks import (
+    DataSource,
+    FeatureRepo,
+    ModelRegistry,
+    MonitoringPolicy,
+    RolloutPolicy,
+    ServingTarget,
+)
 from flows.data_prep import DataPrepParams, data_prep
 from flows.deployment import DeploymentParams, deployment
 from flows.generate_data import GenerateDataParams, generate_data
@@ -286,3 +293,15 @@ def test_retraining_fails_fast_on_unknown_models_and_waits_for_enough_new_labels
         registry_block="tmp-registry",
     )
     assert retraining(few) == []
+    # a drift, but no source file newer than the snapshot the champion was trained on: the same
+    # recipe on the same data would give the same model back, so nothing is retrained
+    DataSource(uri=str(watched["raw"])).save("watch-source", overwrite=True)
+    before = len(ModelRegistry.load("tmp-registry").registry().versions(NAME))
+    same = RetrainingParams(
+        model_name=NAME,
+        event_name="mlops.model.drift-detected",
+        registry_block="tmp-registry",
+        data_source_block="watch-source",
+    )
+    assert retraining(same) == []
+    assert len(ModelRegistry.load("tmp-registry").registry().versions(NAME)) == before

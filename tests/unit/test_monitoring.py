@@ -198,6 +198,8 @@ def test_an_unanswered_episode_is_emitted_again_once_due() -> None:
     assert emit == [episode] and episode.emitted == 2
     still, emit = episodes_to_emit(still, [], [], reemit_after_s=3600)
     assert emit == [] and still == [episode]  # just emitted: not due yet
+    replaced, _ = episodes_to_emit(still, [], [], reemit_after_s=0, champion=4)
+    assert replaced == []  # v3 no longer serves as champion: its episode is history
     answered = [datetime.now(UTC) - timedelta(hours=1)]  # a retraining after the detection
     still, emit = episodes_to_emit(still, [], answered, reemit_after_s=0)
     assert (still, emit) == ([], [])
