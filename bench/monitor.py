@@ -13,8 +13,9 @@ costs, and how long a drift event takes to start a flow run on a worker.
    applications with the feature service's features (`load_labelled_set`, as training reads
    them), scored with the registered version (`load_model(...).predict`).
    The detectors are the version's registered files (`load_detectors`); they are fitted once
-   more with `fit_detector_files` on the version's reference sample and its calibrated scores,
-   as registration does, and must be the same. For each window size: `--windows` windows of
+   more with `fit_detector_files` on the version's reference sample (and the registered score
+   reference: the test split's scores, which the registry does not keep apart), as
+   registration does, and must be the same. For each window size: `--windows` windows of
    rows drawn without replacement from
    - undrifted: baseline rows before `drift_start` that are not in the reference sample (matched
      on every feature and the label): the false-alarm rate;
@@ -295,7 +296,7 @@ def prepare(args: argparse.Namespace, work: Path, datasets: list[str], say: Say)
         read_files(
             fit_detector_files(
                 reference,
-                model.predict(reference),
+                detectors.score_ref,  # registration's: the test split's scores (not kept apart)
                 detectors.features,
                 info.metadata.get("categorical", []),
             )
@@ -474,8 +475,8 @@ def report_power(prep: Prepared, figures: dict[str, Any], args: argparse.Namespa
     det = prep.detectors
     print(
         f"   detectors: the version's registered files (load_detectors); refitted with "
-        f"fit_detector_files on its {len(prep.reference):,} reference rows and their calibrated "
-        f"scores: identical {prep.refit_identical}"
+        f"fit_detector_files on its {len(prep.reference):,} reference rows (and its registered "
+        f"out-of-sample score reference): identical {prep.refit_identical}"
     )
     print(
         f"   watched features: {', '.join(det.features)}; + the score (KSDrift); "
