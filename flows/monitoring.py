@@ -80,10 +80,22 @@ def monitoring(params: MonitoringParams = MonitoringParams()) -> MonitoringResul
         names = [params.model_name]
     else:
         names = [n for n in registry.models() if target.log_dir(n).is_dir()]
-    results = []
-    for name in names:
-        with exclusive(target.monitoring_dir(name)):
-            results.append(_monitor(name, target, block, registry))
+    results, failures = [], {}
+    for name in names:  # one model's failure does not keep the others unchecked
+        try:
+            with exclusive(target.monitoring_dir(name)):
+                results.append(_monitor(name, target, block, registry))
+        except Exception as exc:
+            get_run_logger().error("monitoring of %s failed: %s", name, exc)
+            failures[name] = exc
+    if len(failures) == 1 and len(names) == 1:
+        raise next(iter(failures.values()))
+    if failures:
+        raise RuntimeError(
+            "monitoring failed for "
+            + "; ".join(f"{name}: {exc}" for name, exc in failures.items())
+            + f" (checked: {[r.model for r in results]})"
+        )
     return MonitoringResult(models=results)
 
 

@@ -189,50 +189,57 @@ def _retrain(
     )
     runs["training"] = str(trained_state.state_details.flow_run_id)
     trained = trained_state.result()
-    validated_state = validation(
-        ValidationParams(
-            model_name=name,
-            candidate=trained.version,
-            policy_block=params.validation_policy_block,
-            data_uri=data_uri,
-            feature_repo_block=repo_block,
-            registry_block=params.registry_block,
-        ),
-        return_state=True,
-    )
-    runs["validation"] = str(validated_state.state_details.flow_run_id)
-    validated = validated_state.result()
-    rollout = None
-    if validated.decision == "challenger" and params.deploy:
-        deployed_state = deployment(
-            DeploymentParams(
-                model_name=name,
-                action="rollout",
-                version=trained.version,
-                reason=f"retraining: {cause['why']}",
-                actor=f"retraining {flow_run.get_id()} ({params.event_name or 'by hand'})",
-                target_block=params.target_block,
-                policy_block=params.rollout_policy_block,
-                registry_block=params.registry_block,
-            ),
-            return_state=True,
-        )
-        runs["deployment"] = str(deployed_state.state_details.flow_run_id)
-        rollout = deployed_state.result()
-    lineage = {
+    lineage: dict[str, Any] = {
         "model": name,
         "version": trained.version,
         "cause": cause,
         "runs": runs,
         "data_prep": prep_note,
-        "validation": {
+        "validation": None,
+        "deployment": None,
+    }
+    try:  # the version exists now: its lineage is recorded however the rest ends
+        validated_state = validation(
+            ValidationParams(
+                model_name=name,
+                candidate=trained.version,
+                policy_block=params.validation_policy_block,
+                data_uri=data_uri,
+                feature_repo_block=repo_block,
+                registry_block=params.registry_block,
+            ),
+            return_state=True,
+        )
+        runs["validation"] = str(validated_state.state_details.flow_run_id)
+        validated = validated_state.result()
+        lineage["validation"] = {
             "decision": validated.decision,
             "failed_gates": validated.failed_gates,
             "record": validated.record,
-        },
-        "deployment": rollout.model_dump(mode="json") if rollout else None,
-    }
-    stamp = registry.record(name, trained.version, RECORD, {FILE: json.dumps(lineage).encode()})
+        }
+        rollout = None
+        if validated.decision == "challenger" and params.deploy:
+            deployed_state = deployment(
+                DeploymentParams(
+                    model_name=name,
+                    action="rollout",
+                    version=trained.version,
+                    reason=f"retraining: {cause['why']}",
+                    actor=f"retraining {flow_run.get_id()} ({params.event_name or 'by hand'})",
+                    target_block=params.target_block,
+                    policy_block=params.rollout_policy_block,
+                    registry_block=params.registry_block,
+                ),
+                return_state=True,
+            )
+            runs["deployment"] = str(deployed_state.state_details.flow_run_id)
+            rollout = deployed_state.result()
+            lineage["deployment"] = rollout.model_dump(mode="json")
+    except BaseException as exc:
+        lineage["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        stamp = registry.record(name, trained.version, RECORD, {FILE: json.dumps(lineage).encode()})
     logger.info(
         "%s v%s: %s%s",
         name,

@@ -72,6 +72,8 @@ def lineage_lines(lineage: dict[str, Any], ui_url: str | None) -> list[str]:
             f"       rollout: {deployment.get('decision')} (champion now "
             f"v{deployment.get('champion')}; {reasons})"
         )
+    if lineage.get("error"):
+        lines.append(f"  !! the retraining failed here: {lineage['error']}")
     return lines
 
 
