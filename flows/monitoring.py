@@ -10,12 +10,15 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import ModelRegistry, MonitoringPolicy, ServingTarget, load_or_default, loop_settings
-from tasks.monitoring.episodes import load_episodes, save_episodes
+from tasks.monitoring.episodes import (
+    episodes_to_emit,
+    load_episodes,
+    new_episodes,
+    save_episodes,
+)
 from tasks.monitoring.prefect_tasks import (
     check_traffic,
     emit_episode,
-    episodes_to_emit,
-    new_episodes,
     publish_monitoring,
     push_metrics,
     record_monitoring,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -14,16 +13,13 @@ from prefect.events import emit_event
 from tasks.artifacts import artifact_key
 from tasks.monitoring.check import ModelCheck, check_model
 from tasks.monitoring.detectors import Detectors
-from tasks.monitoring.episodes import Episode, answered, due
+from tasks.monitoring.episodes import Episode, record_id
 from tasks.monitoring.metrics import push
 from tasks.monitoring.policy import MonitoringPolicy
 from tasks.monitoring.report import MAX_PLOTS, drift_plot, monitoring_markdown
-from tasks.monitoring.traffic import Watermark, stamp
+from tasks.monitoring.traffic import Watermark
 from tasks.monitoring.versions import version_detectors
 from tasks.registry.store import Registry
-
-DRIFT = "mlops.model.drift-detected"
-DEGRADED = "mlops.model.performance-degraded"
 
 
 @task(name="load-detectors", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
@@ -54,10 +50,6 @@ def check_traffic(
     return check, loaded
 
 
-def record_id(name: str, version: int, kind: str, stamp_: str) -> str:
-    return f"{name}.{version}.{kind}.{stamp_}"
-
-
 @task(name="record-monitoring", cache_policy=NO_CACHE)
 def record_monitoring(
     registry: Registry, check: ModelCheck, policy: MonitoringPolicy
@@ -80,85 +72,6 @@ def record_monitoring(
         )
         out[version] = record_id(check.model, version, "monitoring", made)
     return out
-
-
-def new_episodes(
-    check: ModelCheck, records: dict[int, str], auc_floor: float, champion: int | None
-) -> list[Episode]:
-    """This run's findings about the champion's main traffic, the one a retraining can fix:
-    its newest window drifted, its live accuracy below the floor. (A canary's or shadow's are
-    the rollout's to judge; a replaced version's late labels are history.) Every window is in
-    the records either way."""
-    now = stamp(datetime.now(UTC))
-    found = []
-    windows = [c for c in check.checks if c["version"] == champion and c["role"] == "main"]
-    if windows and windows[-1]["drift"]:
-        c = windows[-1]
-        payload = {
-            "model": check.model,
-            "version": c["version"],
-            "role": c["role"],
-            "window": {"first": c["first"], "last": c["last"], "rows": c["rows"]},
-            "drifted_features": c["drifted_features"],
-            "p_values": {f["feature"]: f["p_value"] for f in c["features"]},
-            "distances": {f["feature"]: f["distance"] for f in c["features"]},
-            "score_p_value": c["score"]["p_value"],
-            "record": records[c["version"]],
-        }
-        found.append(Episode(DRIFT, c["version"], records[c["version"]], payload, now, now))
-    for a in check.accuracy:
-        if a.below_floor and a.version == champion and a.role == "main":
-            payload = {
-                "model": check.model,
-                "version": a.version,
-                "role": a.role,
-                "metric": "auc",
-                "value": a.auc,
-                "floor": auc_floor,
-                "labelled_rows": a.labelled,
-                "brier": a.brier,
-                "ece": a.ece,
-                "record": records[a.version],
-            }
-            found.append(Episode(DEGRADED, a.version, records[a.version], payload, now, now))
-    return found
-
-
-def episodes_to_emit(
-    open_episodes: list[Episode],
-    found: list[Episode],
-    retrained_at: list[datetime],
-    reemit_after_s: float,
-    champion: int | None = None,
-) -> tuple[list[Episode], list[Episode]]:
-    """(episodes still open after this run, those to emit now).
-
-    One open episode per event: a new finding is emitted and replaces the open one (keeping
-    when it was first detected); an open one that no retraining has answered, whose version
-    still serves, is emitted again once `reemit_after_s` has passed since its last emission.
-    """
-    now = datetime.now(UTC)
-    still = {
-        e.event: e
-        for e in open_episodes
-        if not answered(e, retrained_at) and (champion is None or e.version == champion)
-    }
-    emit = []
-    for episode in found:
-        before = still.get(episode.event)
-        if before is not None:
-            episode.detected_at = before.detected_at
-            episode.emitted = before.emitted + 1
-            episode.event_ids = before.event_ids
-        still[episode.event] = episode
-        emit.append(episode)
-    fresh = {id(e) for e in emit}
-    for episode in still.values():
-        if id(episode) not in fresh and due(episode, now, reemit_after_s):
-            episode.emitted += 1
-            episode.emitted_at = stamp(now)
-            emit.append(episode)
-    return list(still.values()), emit
 
 
 def emit_episode(name: str, episode: Episode) -> str | None:

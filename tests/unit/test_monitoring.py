@@ -23,9 +23,8 @@ from tasks.monitoring.detectors import (
     load_detectors,
     read_files,
 )
-from tasks.monitoring.episodes import Episode
+from tasks.monitoring.episodes import Episode, episodes_to_emit
 from tasks.monitoring.policy import MonitoringPolicy
-from tasks.monitoring.prefect_tasks import episodes_to_emit
 from tasks.monitoring.traffic import Watermark, stamp
 
 FEATURES = ["income", "amount", "region"]
