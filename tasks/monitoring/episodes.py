@@ -9,14 +9,13 @@ and emits it again from the next run once `reemit_after_s` has passed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tasks.monitoring.check import ModelCheck
-from tasks.monitoring.traffic import stamp
+from tasks.monitoring.traffic import stamp, write_json
 
 DRIFT = "mlops.model.drift-detected"
 DEGRADED = "mlops.model.performance-degraded"
@@ -44,13 +43,7 @@ def load_episodes(path: Path, model: str) -> list[Episode]:
 
 
 def save_episodes(path: Path, episodes: list[Episode]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with tmp.open("w") as fh:
-        json.dump([asdict(e) for e in episodes], fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_json(path, [asdict(e) for e in episodes])
 
 
 def answered(episode: Episode, retrained_at: list[datetime]) -> bool:

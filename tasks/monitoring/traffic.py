@@ -40,6 +40,17 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` whole, fsync it, then rename it into place: readers never see a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with tmp.open("w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 @dataclass
 class Watermark:
     """Per stream, the position of the last record a check covered."""
@@ -62,14 +73,7 @@ class Watermark:
             ) from exc
 
     def save(self, path: Path) -> None:
-        """Write the watermark whole, then rename it into place (readers never see a mix)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        with tmp.open("w") as fh:
-            json.dump({"streams": self.streams, "updated": self.updated}, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_json(path, {"streams": self.streams, "updated": self.updated})
 
     def since(self) -> str | None:
         """The earliest time still needed: a known stream's position, or the last run's end
