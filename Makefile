@@ -15,9 +15,9 @@ setup: system $(PLATFORM_OK) $(SERVING_OK)
 # monitoring flow pushes (deployments/prometheus/, tasks/monitoring/prometheus.py).
 system:
 	@command -v redis-server >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null && \
-	  command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || \
+	  command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq redis-server nginx-light wrk >/dev/null && \
-	    apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; }
+	    apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway chromium chromium-driver >/dev/null; }
 
 $(PLATFORM_OK): requirements.lock pyproject.toml .ci/build_horovod.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

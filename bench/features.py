@@ -66,6 +66,7 @@ from tasks.feature_store.store import (
     stored_refs,
     training_set,
 )
+from tasks.progress import progress
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.specs.datasets import get_dataset
 
@@ -164,11 +165,13 @@ def timed_alternating(
     """Each repeat runs every path once, in order; the seconds of each and its last result."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     results: dict[str, pd.DataFrame] = {}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - start)
+    with progress("retrieval paths, alternating", repeats * len(fns)) as bar:
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                results[name] = fn()
+                times[name].append(time.perf_counter() - start)
+                bar.advance()
     return times, results
 
 
@@ -361,7 +364,12 @@ def online(
     }
     server = start_feature_server(repo, data_root, port)
     try:
-        results = {(name, n): latencies(fn, draws[n]) for n in draws for name, fn in paths.items()}
+        results = {}
+        with progress("online lookups", len(draws) * len(paths)) as bar:
+            for n in draws:
+                for name, fn in paths.items():
+                    results[name, n] = latencies(fn, draws[n])
+                    bar.advance()
     finally:
         server.terminate()
         server.wait(timeout=30)

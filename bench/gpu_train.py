@@ -29,6 +29,7 @@ import torch
 
 from bench.results import add_json_arg, write_json
 from bench.train import CATEGORICAL, FEATURES, frame
+from tasks.progress import progress
 from tasks.training.torch_trainer import TorchParams, train_torch
 from tasks.training.training_set import Split, time_split
 
@@ -92,9 +93,11 @@ def main() -> None:
         f"configurations alternating, median of {args.repeats}:"
     )
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
-    for _ in range(args.repeats):
-        for name, (device, n) in configs.items():
-            runs[name].append(train_once(split, args, device, n))
+    with progress("GPU training runs", args.repeats * len(configs)) as bar:
+        for _ in range(args.repeats):
+            for name, (device, n) in configs.items():
+                runs[name].append(train_once(split, args, device, n))
+                bar.advance()
     sps = {name: statistics.median(m["samples_per_s"] for m in ms) for name, ms in runs.items()}
     for name, ms in runs.items():
         peak = max(m["gpu_peak_bytes"] for m in ms) / 2**30

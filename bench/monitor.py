@@ -91,6 +91,7 @@ import pandas as pd
 from prefect import flow
 
 from bench.results import add_json_arg, write_json
+from tasks.progress import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "bench-monitor"
@@ -419,17 +420,19 @@ def window_rates(
     alarms, by_features, by_score = 0, 0, 0
     flagged: Counter[str] = Counter()
     seconds = []
-    for _ in range(n):
-        window = pool.iloc[np.sort(rng.choice(len(pool), size, replace=False))]
-        began = time.perf_counter()
-        check = check_window(
-            detectors, window, P_VALUE, str(window[ts].min()), str(window[ts].max())
-        )
-        seconds.append(time.perf_counter() - began)
-        alarms += check.drift
-        by_features += bool(check.drifted_features)
-        by_score += check.score_drifted
-        flagged.update(check.drifted_features)
+    with progress(f"windows of {size:,} rows", n) as bar:
+        for _ in range(n):
+            window = pool.iloc[np.sort(rng.choice(len(pool), size, replace=False))]
+            began = time.perf_counter()
+            check = check_window(
+                detectors, window, P_VALUE, str(window[ts].min()), str(window[ts].max())
+            )
+            seconds.append(time.perf_counter() - began)
+            alarms += check.drift
+            by_features += bool(check.drifted_features)
+            by_score += check.score_drifted
+            flagged.update(check.drifted_features)
+            bar.advance()
     low, high = wilson(alarms, n)
     return {
         "windows": n,
@@ -577,11 +580,13 @@ def alternate(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[fl
     for fn in fns.values():
         fn()
     seconds: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            began = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - began)
+    with progress("cost rounds, alternating", reps * len(fns)) as bar:
+        for _ in range(reps):
+            for name, fn in fns.items():
+                began = time.perf_counter()
+                fn()
+                seconds[name].append(time.perf_counter() - began)
+                bar.advance()
     return seconds
 
 

@@ -40,6 +40,7 @@ from blocks.dask_cluster import DaskCluster, local_cluster
 from features.credit_risk.generator import generate_demo
 from tasks.data.ingest import join_uri
 from tasks.data.preprocess import PrepReport, build_features, plan_sources
+from tasks.progress import progress
 from tasks.specs.dataset_spec import DatasetSpec, GenerateOptions
 from tasks.specs.datasets import get_dataset
 
@@ -68,13 +69,15 @@ def alternating(
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
     reports: dict[str, PrepReport] = {}
-    for _ in range(repeats):
-        for name, fn in sides.items():
-            out = Path(tempfile.mkdtemp(dir=work))
-            start = time.perf_counter()
-            reports[name] = fn(spec, raw, out)
-            times[name].append(time.perf_counter() - start)
-            shutil.rmtree(out)
+    with progress("preprocessing passes, alternating", repeats * len(sides)) as bar:
+        for _ in range(repeats):
+            for name, fn in sides.items():
+                out = Path(tempfile.mkdtemp(dir=work))
+                start = time.perf_counter()
+                reports[name] = fn(spec, raw, out)
+                times[name].append(time.perf_counter() - start)
+                shutil.rmtree(out)
+                bar.advance()
     return times, reports
 
 

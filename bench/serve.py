@@ -83,6 +83,7 @@ from deployments.model_server import ModelServer
 from deployments.predictor import LoadedModel, load_folder
 from tasks.data.publish import features_uri
 from tasks.feature_store.store import StoreSettings, open_store
+from tasks.progress import progress
 from tasks.serving import local_target
 from tasks.serving.batch import (
     batch_score,
@@ -321,15 +322,17 @@ def latencies(
             for i in range(warmup):
                 by_size[size](i)
     samples: dict[tuple[str, int], list[float]] = {(n, s): [] for n in calls for s in SIZES}
-    for start in range(0, requests, block):
-        for size in SIZES:
-            for name, by_size in calls.items():
-                call = by_size[size]
-                times = samples[name, size]
-                for i in range(start, min(start + block, requests)):
-                    began = time.perf_counter()
-                    call(i)
-                    times.append(time.perf_counter() - began)
+    with progress("in-process calls, blocks alternating", -(-requests // block)) as bar:
+        for start in range(0, requests, block):
+            for size in SIZES:
+                for name, by_size in calls.items():
+                    call = by_size[size]
+                    times = samples[name, size]
+                    for i in range(start, min(start + block, requests)):
+                        began = time.perf_counter()
+                        call(i)
+                        times.append(time.perf_counter() - began)
+            bar.advance()
     return samples
 
 
@@ -402,19 +405,21 @@ def throughput(
 ) -> dict[str, dict[str, Any]]:
     """wrk against each url, `--wrk-rounds` rounds, every other one in reverse order."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
-    for r in range(args.wrk_rounds):
-        order = list(urls) if r % 2 == 0 else list(reversed(urls))
-        for name in order:
-            runs[name].append(
-                run_wrk(
-                    wrk,
-                    urls[name],
-                    scripts[name],
-                    args.wrk_seconds,
-                    args.wrk_threads,
-                    args.wrk_connections,
+    with progress("wrk runs", args.wrk_rounds * len(urls)) as bar:
+        for r in range(args.wrk_rounds):
+            order = list(urls) if r % 2 == 0 else list(reversed(urls))
+            for name in order:
+                runs[name].append(
+                    run_wrk(
+                        wrk,
+                        urls[name],
+                        scripts[name],
+                        args.wrk_seconds,
+                        args.wrk_threads,
+                        args.wrk_connections,
+                    )
                 )
-            )
+                bar.advance()
     out: dict[str, dict[str, Any]] = {}
     for name, done in runs.items():
         requests = sum(d["requests"] for d in done)

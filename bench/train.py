@@ -40,6 +40,7 @@ from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_setting
 from prefect.testing.utilities import prefect_test_harness
 
 from bench.results import add_json_arg, write_json
+from tasks.progress import progress
 from tasks.training.lightgbm_trainer import LightGBMParams, lgb_params
 from tasks.training.prefect_tasks import fit_task
 from tasks.training.torch_trainer import TorchParams, train_torch
@@ -109,14 +110,16 @@ def lightgbm_comparison(split: Split, rounds: int, repeats: int) -> dict[str, ob
     run_flow = fit_flow(split, params)
     times: dict[str, list[float]] = {"bare": [], "task": [], "flow": []}
     booster, model_text = None, b""
-    for _ in range(repeats):
-        start = time.perf_counter()
-        booster = bare_lightgbm(split, params)
-        times["bare"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        model_text, task_s = run_flow()
-        times["flow"].append(time.perf_counter() - start)
-        times["task"].append(task_s)
+    with progress("LightGBM: bare and flow, alternating", repeats) as bar:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            booster = bare_lightgbm(split, params)
+            times["bare"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            model_text, task_s = run_flow()
+            times["flow"].append(time.perf_counter() - start)
+            times["task"].append(task_s)
+            bar.advance()
     assert booster is not None
     # the task's text holds the trees up to the best validation iteration
     best = lgb.Booster(model_str=model_text.decode()).num_trees()
@@ -177,9 +180,11 @@ def torch_comparison(
         "torch.distributed x2": ("torch_distributed", 2, None),
     }
     runs: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(repeats):  # interleaved: every configuration sees the same machine state
-        for name, config in configs.items():
-            runs[name].append(samples_per_s(*config))
+    with progress("PyTorch configurations, alternating", repeats * len(configs)) as bar:
+        for _ in range(repeats):  # interleaved: every configuration sees the same machine state
+            for name, config in configs.items():
+                runs[name].append(samples_per_s(*config))
+                bar.advance()
     sps = {name: statistics.median(values) for name, values in runs.items()}
     one, two = sps["1 process"], sps["horovod x2"]
     slow, ddp = sps["horovod x2, 1 ms cycle"], sps["torch.distributed x2"]

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-DEMO_ROWS = 500_000
+from flows.demo import DEMO_ROWS
 
 
 def parse_params(pairs: Sequence[str], model: type[BaseModel]) -> BaseModel:
@@ -96,52 +96,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The main job on embedded defaults: data (once), data_prep, training, validation, and the
-    first champion served (seldon-core-microservice behind nginx on 127.0.0.1:9000)."""
-    from datetime import date, timedelta
-    from pathlib import Path
+    """The whole loop on embedded defaults (flows/demo.py)."""
+    from flows.demo import run_demo
 
-    from flows import FLOWS
-    from flows.data_prep import DataPrepParams
-    from flows.deployment import DeploymentParams
-    from flows.generate_data import GenerateDataParams
-    from flows.training import TrainingParams
-    from flows.validation import ValidationParams
-    from tasks.specs.datasets import DEFAULT_DATASET, get_dataset
-
-    source = get_dataset(DEFAULT_DATASET).source.uri
-    server = _server(args)
-
-    def job() -> Any:
-        if args.regenerate or not Path(source).exists():
-            end = date.today() - timedelta(days=1)  # fresh data: online features are in TTL
-            gen = GenerateDataParams(
-                rows=args.rows, seed=0, dirty_rate=0.001, start=end - timedelta(days=900), end=end
-            )
-            print("generated:", FLOWS["generate-data"].flow(gen))
-        prepared = FLOWS["data-prep"].flow(DataPrepParams())
-        print("data_prep:", json.dumps(_jsonable(prepared), indent=2, default=str))
-        trained: Any = FLOWS["training"].flow(TrainingParams())
-        print("training:", json.dumps(_jsonable(trained), indent=2, default=str))
-        validated: Any = FLOWS["validation"].flow(
-            ValidationParams(model_name=trained.model, candidate=trained.version)
-        )
-        print("validation:", json.dumps(_jsonable(validated), indent=2, default=str))
-        if validated.champion is not None:
-            print(
-                f"{trained.model} has a champion (v{validated.champion}): a canary needs live "
-                "traffic, so roll the challenger out with `mlops run deployment` while clients "
-                "send requests"
-            )
-            deploy = DeploymentParams(model_name=trained.model, version=validated.champion)
-        else:  # the first champion: smoke-tested, then served alone
-            deploy = DeploymentParams(model_name=trained.model)
-        return FLOWS["deployment"].flow(deploy)
-
-    result = _with_server(args, job)
-    print(json.dumps(_jsonable(result), indent=2, default=str))
-    if server is not None:
-        print(f"\nPrefect UI: {server.ui_url}  (flow runs, artifacts)   stop it: make stop")
+    run_demo(rows=args.rows, regenerate=args.regenerate)
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -200,6 +158,59 @@ def _print_lineage(registry: Any, name: str, version: int) -> None:
         return
     for line in lineage_lines(lineage, PREFECT_UI_URL.value()):
         print(line)
+
+
+def cmd_pipeline_updated(args: argparse.Namespace) -> None:
+    """CI after `prefect deploy --all`: one `mlops.pipeline.updated` event per changed pipeline
+    (a trigger in prefect.yaml retrains the served models on it)."""
+    from pathlib import Path
+
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from flows import FLOWS
+    from flows.changes import EVENT, changed_files, changed_pipelines
+
+    root = Path(__file__).resolve().parents[1]
+    files = changed_files(args.before, args.commit, root)
+    entrypoints = {name: f.entrypoint for name, f in FLOWS.items()}
+    changed = (
+        changed_pipelines(files, entrypoints, root)
+        if files is not None
+        else {name: ["(no earlier commit: every file)"] for name in FLOWS}
+    )
+    for name, names in changed.items():
+        event = emit_event(
+            event=EVENT,
+            resource={
+                "prefect.resource.id": f"mlops.pipeline.{name}",
+                "prefect.resource.name": name,
+                "mlops.commit": args.commit,
+            },
+            payload={
+                "pipeline": name,
+                "commit": args.commit,
+                "before": args.before,
+                "files": names[:50],
+                "pipelines": sorted(changed),
+            },
+        )
+        print(f"{EVENT} {name} at {args.commit[:12]}: {len(names)} file(s)", event and event.id)
+    EventsWorker.drain_all(timeout=60)  # sent before the process ends
+    if not changed:
+        print(f"no pipeline changed between {args.before[:12]} and {args.commit[:12]}")
+
+
+def cmd_approve(args: argparse.Namespace) -> None:
+    """Answer a validation run waiting for approval (suspended or paused), as the UI's form does."""
+    from flows.approval import ApprovalError, approve
+
+    try:
+        answer = approve(args.run_id, not args.reject, args.reviewer, args.comment)
+    except ApprovalError as exc:
+        raise SystemExit(f"mlops: error: {exc}") from exc
+    verdict = "approved" if answer.approve else "rejected"
+    print(f"flow run {args.run_id}: {verdict} by {answer.reviewer}; it resumes on its worker")
 
 
 def cmd_labels(args: argparse.Namespace) -> None:
@@ -290,15 +301,16 @@ def cmd_feast(args: argparse.Namespace) -> None:
 
 
 def cmd_server(args: argparse.Namespace) -> None:
-    from flows.local_server import default_server
+    from flows.local_server import default_server, default_worker
 
-    server = default_server()
+    server, worker = default_server(), default_worker()
     if args.action == "start":
         server.start()
         print(f"Prefect server up: {server.ui_url} (API {server.api_url}, home {server.home})")
     elif args.action == "stop":
+        worker.stop()
         server.stop()
-        print("Prefect server stopped")
+        print("Prefect worker and server stopped")
     else:
         print(f"{server.ui_url}: {'up' if server.healthy() else 'down'}")
 
@@ -383,9 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     demo = sub.add_parser("demo", help="the main job on embedded defaults")
-    demo.add_argument("--rows", type=int, default=DEMO_ROWS)
-    demo.add_argument("--regenerate", action="store_true")
-    demo.add_argument("--no-server", action="store_true")
+    demo.add_argument(
+        "--rows", type=int, default=DEMO_ROWS, help="generated rows (default %(default)s)"
+    )
+    demo.add_argument("--regenerate", action="store_true", help="generate the data again")
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser(
@@ -405,6 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--lineage", action="store_true", help="NAME REF: event -> runs -> gates -> rollout"
     )
     models.set_defaults(func=cmd_models)
+
+    updated = sub.add_parser(
+        "pipeline-updated", help="CI: emit mlops.pipeline.updated for each pipeline a push changed"
+    )
+    updated.add_argument("--before", required=True, help="the commit before the push")
+    updated.add_argument("--commit", required=True, help="the pushed commit")
+    updated.set_defaults(func=cmd_pipeline_updated)
+
+    approval = sub.add_parser(
+        "approve", help="answer a validation run waiting for a reviewer (approve, or --reject)"
+    )
+    approval.add_argument("run_id", help="the validation flow run's id (its page in the UI)")
+    approval.add_argument("--reviewer", required=True, help="who decides (recorded)")
+    approval.add_argument("--reject", action="store_true", help="reject the candidate")
+    approval.add_argument("--comment", default="", help="why (recorded)")
+    approval.set_defaults(func=cmd_approve)
 
     labels = sub.add_parser(
         "labels", help="back-fill observed outcomes (request_id,label[,row]; CSV or Parquet)"
@@ -427,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     feast.add_argument("--data-root", dest="data_root", default=None)
     feast.set_defaults(func=cmd_feast)
 
-    server = sub.add_parser("server", help="the local Prefect server")
+    server = sub.add_parser("server", help="the local Prefect server (stop: its worker too)")
     server.add_argument("action", choices=["start", "stop", "status"])
     server.set_defaults(func=cmd_server)
     return parser

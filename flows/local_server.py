@@ -86,3 +86,54 @@ class LocalServer:
 
 def default_server() -> LocalServer:
     return LocalServer(home=DEFAULT_HOME, port=DEFAULT_PORT)
+
+
+@dataclass(frozen=True)
+class LocalWorker:
+    """A `prefect worker start` for one work pool, its pid and log under `home`."""
+
+    home: Path
+    pool: str
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "worker.pid"
+
+    def pid(self) -> int | None:
+        """The recorded worker's pid while it runs (a recycled pid is not it)."""
+        if not self.pid_file.exists():
+            return None
+        pid = int(self.pid_file.read_text())
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"worker" in command and self.pool.encode() in command else None
+
+    def start(self, env: dict[str, str]) -> int:
+        """Start the worker against `env`'s PREFECT_API_URL unless it already runs."""
+        running = self.pid()
+        if running is not None:
+            return running
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / "worker.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "-p", self.pool],
+            env={"PREFECT_WORKER_QUERY_SECONDS": "5", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker's process group (the flow runs it started are in their own)."""
+        pid = self.pid()
+        if pid is not None:
+            stop_process_group(pid, timeout)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def default_worker() -> LocalWorker:
+    return LocalWorker(home=DEFAULT_HOME, pool="mlops-local")

@@ -22,6 +22,7 @@ from tasks.monitoring.lineage import FILE, RECORD, models_for
 from tasks.registry.store import ModelVersion, Registry, RegistryError
 
 DataPrep = Literal["auto", "always", "never"]
+PIPELINE_UPDATED = "mlops.pipeline.updated"  # new code, the same data: retrained all the same
 
 
 class RetrainingParams(BaseModel):
@@ -32,8 +33,9 @@ class RetrainingParams(BaseModel):
     )
     resource_id: str | None = Field(
         default=None,
-        description="The triggering event's resource: mlops.model.<name> or "
-        "mlops.dataset.<name> (every model trained on it).",
+        description="The triggering event's resource: mlops.model.<name>, "
+        "mlops.dataset.<name> (every model trained on it) or mlops.pipeline.<flow> (every "
+        "model with a champion).",
     )
     event_id: str | None = Field(default=None, description="The triggering event's id.")
     event_name: str | None = Field(default=None, description="The triggering event's name.")
@@ -163,7 +165,8 @@ def _retrain(
 
     prep_note = _maybe_data_prep(params, spec, data_uri, repo_block, runs)
     snapshot = current_snapshot(data_uri)
-    if runs["data-prep"] is None and snapshot and snapshot == base.metadata.get("data_snapshot"):
+    same_data = runs["data-prep"] is None and snapshot == base.metadata.get("data_snapshot")
+    if same_data and snapshot and params.event_name != PIPELINE_UPDATED:
         # the same recipe on the same data gives the same model back: nothing to retrain on
         # (the episode stays open, and is emitted again until new data arrives)
         logger.warning(
@@ -272,7 +275,10 @@ def _maybe_data_prep(
         params.data_source_block,
         DataSource(uri=spec.source.uri, format=spec.source.format),
     )
-    if params.data_prep == "auto":
+    rebuilt = params.event_name == PIPELINE_UPDATED and "data-prep" in params.payload.get(
+        "pipelines", []
+    )
+    if params.data_prep == "auto" and not rebuilt:  # new data_prep code: features made again
         newer = newer_source_files(source.uri, data_uri, source.access().storage_options)
         if not newer:
             runs["data-prep"] = None

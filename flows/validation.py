@@ -6,16 +6,23 @@ from datetime import datetime
 from typing import Any, Literal
 
 import pandas as pd
-from prefect import flow, get_run_logger, pause_flow_run
-from prefect.exceptions import FlowPauseTimeout
-from prefect.input import RunInput
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, ValidationPolicy, load_or_default, resolve_dataset
+from flows.approval import approval_fired, ask_approval, asked_before, current_run
+from tasks.registry.store import Registry
 from tasks.specs.datasets import default_model
-from tasks.validation.evidence import build_evidence, decision_outcome
+from tasks.validation.evidence import (
+    Verdict,
+    build_evidence,
+    decision_outcome,
+    run_evidence,
+    verdict,
+)
 from tasks.validation.explain import ExplainOptions
-from tasks.validation.gates import GatePolicy, failed, judge
+from tasks.validation.gates import GatePolicy, judge
 from tasks.validation.prefect_tasks import (
     behaviour,
     evaluate,
@@ -49,14 +56,6 @@ class ValidationParams(BaseModel):
     registry_block: str | None = None
 
 
-class Approval(RunInput):
-    """What a reviewer answers in the Prefect UI."""
-
-    approve: bool = Field(description="Make this candidate the challenger?")
-    reviewer: str = Field(default="", description="Who decides.")
-    comment: str = ""
-
-
 class ValidationResult(BaseModel):
     model: str
     version: int
@@ -68,25 +67,10 @@ class ValidationResult(BaseModel):
     approval: dict[str, Any] | None = None
 
 
-def ask_approval(policy: GatePolicy) -> Approval | None:
-    """Pause for a reviewer's answer; None when the timeout passes first."""
-    try:
-        return pause_flow_run(
-            wait_for_input=Approval,
-            timeout=policy.approval_timeout_s,
-            poll_interval=min(5, policy.approval_timeout_s),
-        )
-    except FlowPauseTimeout:
-        return None
-
-
-@flow(name="validation", log_prints=True)
-def validation(params: ValidationParams = ValidationParams()) -> ValidationResult:  # noqa: B008
-    """Gate a candidate against the champion; make it `challenger` or reject it, with evidence."""
-    logger = get_run_logger()
-    registry = load_or_default(ModelRegistry, params.registry_block, ModelRegistry()).registry()
-    policy = load_or_default(ValidationPolicy, params.policy_block, ValidationPolicy()).policy
-    name = params.model_name or default_model()
+def _evaluate(
+    params: ValidationParams, registry: Registry, policy: GatePolicy, name: str, run_id: str | None
+) -> Verdict:
+    """Evaluate, judge, explain and record the evidence: the costly part, once per flow run."""
     candidate, champion = load_models(registry, name, params.candidate)
     models = [candidate] if champion is None else [candidate, champion]
     spec = resolve_dataset(candidate.metadata["dataset"])
@@ -101,34 +85,73 @@ def validation(params: ValidationParams = ValidationParams()) -> ValidationResul
     gates = judge(policy, data, evaluations[0], old, monotonic, invariance)
     explanation = explain(registry, spec, test, candidate, champion, params.explain, params.seed)
     evidence = build_evidence(
-        name, policy, data, evaluations, monotonic, invariance, gates, explanation
+        name, policy, data, evaluations, monotonic, invariance, gates, explanation, run_id
     )
     stamp = record_evidence(registry, evidence, explanation, policy.require_approval)
+    return verdict(evidence, stamp)
 
-    failing = [g.gate for g in failed(gates)]
+
+def _recorded_by(
+    run: FlowRun | None, registry: Registry, name: str, candidate: int | None
+) -> tuple[str, dict[str, Any]] | None:
+    """The evidence this flow run recorded before it started again, if it did."""
+    if run is None or not asked_before(run):
+        return None
+    found = run_evidence(registry, name, str(run.id), candidate)
+    if found is None and approval_fired(run):  # an answer to evidence that is no longer there
+        raise RuntimeError(
+            f"validation run {run.id} of '{name}' was answered, but the evidence it recorded "
+            "is not in the registry"
+        )
+    return found
+
+
+@flow(name="validation", log_prints=True)
+def validation(params: ValidationParams = ValidationParams()) -> ValidationResult:  # noqa: B008
+    """Gate a candidate against the champion; make it `challenger` or reject it, with evidence.
+
+    The evidence is recorded once per flow run: a run that starts again (a deployment's run,
+    suspended for approval, then answered; or a retry) reads back what it recorded and goes on
+    from the approval. See flows/approval.py for how a run waits for a reviewer.
+    """
+    logger = get_run_logger()
+    registry = load_or_default(ModelRegistry, params.registry_block, ModelRegistry()).registry()
+    name = params.model_name or default_model()
+    run = current_run()
+    run_id = str(run.id) if run else None
+    earlier = _recorded_by(run, registry, name, params.candidate)
+    if earlier:
+        stamp, evidence = earlier
+        found = verdict(evidence, stamp)
+        logger.info("%s v%s: evidence recorded by this run already: %s", name, found.version, stamp)
+    else:
+        policy = load_or_default(ValidationPolicy, params.policy_block, ValidationPolicy()).policy
+        found = _evaluate(params, registry, policy, name, run_id)
+
+    failing = list(found.failing)
     approval = None
     decision: Decision = "rejected" if failing else "challenger"
-    if not failing and policy.require_approval:
-        answer = ask_approval(policy)
+    if not failing and found.policy.require_approval:
+        answer = ask_approval(found.policy.approval_timeout_s)
         approval = answer.model_dump() if answer else {"approve": False, "timed_out": True}
         if not (answer and answer.approve):
             decision = "rejected"
             failing = ["approval:timeout" if answer is None else "approval:rejected"]
-    record_decision(
-        registry, name, candidate.version, decision_outcome(decision, failing, stamp, approval)
-    )
+    version = found.version
+    outcome = decision_outcome(decision, failing, found.record, approval)
+    record_decision(registry, name, version, outcome)
     if decision == "challenger":
-        registry.set_alias(name, "challenger", candidate.version)
-        logger.info("%s v%s is now the challenger", name, candidate.version)
+        registry.set_alias(name, "challenger", version)
+        logger.info("%s v%s is now the challenger", name, version)
     else:
-        logger.warning("%s v%s rejected; failed gates: %s", name, candidate.version, failing)
+        logger.warning("%s v%s rejected; failed gates: %s", name, version, failing)
     return ValidationResult(
         model=name,
-        version=candidate.version,
-        champion=champion.version if champion else None,
+        version=version,
+        champion=found.champion,
         decision=decision,
         failed_gates=failing,
-        metrics=evaluations[0].metrics,
-        record=stamp,
+        metrics=found.metrics,
+        record=found.record,
         approval=approval,
     )

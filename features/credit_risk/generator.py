@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.credit_risk.vocabulary import HOME, MERCHANTS, PURPOSES, REGIONS, RISKY_MERCHANTS
+from tasks.progress import progress
 from tasks.specs.dataset_spec import GenerateOptions
 
 TXN_PER_CUSTOMER = 40
@@ -67,17 +68,19 @@ def generate(out_uri: str, config: GeneratorConfig) -> dict[str, int]:
     fs, root = fsspec.core.url_to_fs(out_uri)
     totals = {"customers": 0, "transactions": 0, "applications": 0}
     txn_done = 0
-    for i in range(n_chunks):
-        first = i * chunk_customers
-        count = min(chunk_customers, customers - first)
-        txn_target = round(config.rows * (first + count) / customers) - txn_done
-        tables = _chunk(config, i, first, count, txn_target, txn_offset=txn_done)
-        txn_done += txn_target
-        for name, frame in tables.items():
-            fs.makedirs(f"{root}/{name}", exist_ok=True)
-            with fs.open(f"{root}/{name}/part-{i:05d}.parquet", "wb") as fh:
-                frame.to_parquet(fh, index=False)
-            totals[name] += len(frame)
+    with progress(f"credit_risk: generating {config.rows:,} transactions", n_chunks) as bar:
+        for i in range(n_chunks):
+            first = i * chunk_customers
+            count = min(chunk_customers, customers - first)
+            txn_target = round(config.rows * (first + count) / customers) - txn_done
+            tables = _chunk(config, i, first, count, txn_target, txn_offset=txn_done)
+            txn_done += txn_target
+            for name, frame in tables.items():
+                fs.makedirs(f"{root}/{name}", exist_ok=True)
+                with fs.open(f"{root}/{name}/part-{i:05d}.parquet", "wb") as fh:
+                    frame.to_parquet(fh, index=False)
+                totals[name] += len(frame)
+            bar.advance()
     return totals
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from feast import driver_test_data
 
+from tasks.progress import progress
 from tasks.specs.dataset_spec import GenerateOptions
 
 ORDERS_PER_DRIVER = 200
@@ -41,8 +42,10 @@ def generate(out_uri: str, options: GenerateOptions) -> dict[str, int]:
         stats = tables[name]
         stats["created"] = (stats["event_timestamp"] + pd.Timedelta(minutes=5)).dt.tz_localize(None)
     fs, root = fsspec.core.url_to_fs(out_uri)
-    for name, frame in tables.items():
-        fs.makedirs(f"{root}/{name}", exist_ok=True)
-        with fs.open(f"{root}/{name}/part-00000.parquet", "wb") as fh:
-            frame.to_parquet(fh, index=False)
+    with progress("rides: writing tables", len(tables)) as bar:
+        for name, frame in tables.items():
+            fs.makedirs(f"{root}/{name}", exist_ok=True)
+            with fs.open(f"{root}/{name}/part-00000.parquet", "wb") as fh:
+                frame.to_parquet(fh, index=False)
+            bar.advance()
     return {name: len(frame) for name, frame in tables.items()}

@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.delayed import Delayed, delayed
 
+from tasks.data import dask_progress
 from tasks.data.ingest import DEFAULT_ACCESS, SourceAccess, join_uri, list_files, read_file
 from tasks.data.publish import LABELS
 from tasks.data.raw_checks import (
@@ -99,7 +99,7 @@ def plan_sources(
         scans[name] = [
             delayed(_scan_keys)(f, fmt, table.primary_key, ranged, access) for f in files[name]
         ]
-    (computed,) = dask.compute(scans)
+    (computed,) = dask_progress.compute(scans, description=f"{spec.name}: scanning keys")
     duplicates: dict[str, pd.DataFrame] = {}
     for name, table in spec.tables.items():
         per_file = computed[name]
@@ -214,8 +214,12 @@ def build_features(
     }
     # Everything goes in as Delayed: dask reorders outputs when Delayed and dataframe
     # collections are mixed in one compute call. Shared inputs still run once.
-    computed_results, computed_summaries, computed_categories, _ = dask.compute(
-        results, summaries, categories, writes
+    computed_results, computed_summaries, computed_categories, _ = dask_progress.compute(
+        results,
+        summaries,
+        categories,
+        writes,
+        description=f"{spec.name}: validating and building feature tables",
     )
     report = PrepReport(
         tables={

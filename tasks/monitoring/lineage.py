@@ -16,14 +16,15 @@ FILE = "lineage.json"
 
 
 def model_of(resource_id: str) -> tuple[str, str]:
-    """('model' | 'dataset', name) of an event resource `mlops.model.<name>` /
-    `mlops.dataset.<name>`."""
-    for kind in ("model", "dataset"):
+    """('model' | 'dataset' | 'pipeline', name) of an event resource `mlops.model.<name>`,
+    `mlops.dataset.<name>` or `mlops.pipeline.<flow>`."""
+    for kind in ("model", "dataset", "pipeline"):
         prefix = f"mlops.{kind}."
         if resource_id.startswith(prefix) and len(resource_id) > len(prefix):
             return kind, resource_id[len(prefix) :]
     raise ValueError(
-        f"event resource '{resource_id}' is neither mlops.model.<name> nor mlops.dataset.<name>"
+        f"event resource '{resource_id}' is none of mlops.model.<name>, mlops.dataset.<name>, "
+        "mlops.pipeline.<flow>"
     )
 
 
@@ -35,6 +36,8 @@ def models_for(registry: Registry, resource_id: str) -> list[str]:
         if name not in known:
             raise RegistryError(f"retraining: unknown model '{name}'; registered: {known}")
         return [name]
+    if kind == "pipeline":  # new code: every model in service is made again with it
+        return [m for m in known if "champion" in registry.aliases(m)]
     trained = [m for m in known if registry.versions(m)[-1].metadata.get("dataset") == name]
     if not trained:
         raise RegistryError(f"retraining: no registered model is trained on dataset '{name}'")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import lightgbm as lgb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.progress import Progress, progress, run_logger
 
 
 class LightGBMParams(BaseModel):
@@ -33,6 +38,41 @@ class LightGBMParams(BaseModel):
     lambda_l2: float = Field(default=1.0, ge=0.0)
     class_imbalance: Literal["none", "scale_pos_weight", "is_unbalance"] = "none"
     num_threads: int = Field(default=2, ge=1, le=256)
+
+
+class RoundReport:
+    """A LightGBM callback: each round as progress, and the evaluation logged every `every`
+    rounds or `interval` seconds, whichever comes first, but at most once per `min_gap` s."""
+
+    order = 5  # before early stopping, which ends training by raising in its own callback
+
+    def __init__(
+        self,
+        bar: Progress,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        every: int = 50,
+        interval: float = 5.0,
+        min_gap: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bar, self.logger, self.clock = bar, logger, clock
+        self.every, self.interval, self.min_gap = every, interval, min_gap
+        self.logged_round, self.logged_at = 0, clock()
+        self.lines = 0
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        done = env.iteration + 1 - env.begin_iteration
+        self.bar.update(done)
+        now = self.clock()
+        since = now - self.logged_at
+        due = done - self.logged_round >= self.every or since >= self.interval
+        if not due or since < self.min_gap:
+            return
+        scores = ", ".join(f"{e[0]} {e[1]} {e[2]:.5f}" for e in env.evaluation_result_list or [])
+        total = env.end_iteration - env.begin_iteration
+        self.logger.info("LightGBM round %d/%d: %s", done, total, scores)
+        self.logged_round, self.logged_at = done, now
+        self.lines += 1
 
 
 @dataclass(frozen=True)
@@ -95,20 +135,31 @@ def train_lightgbm(
     by_auc = params.class_imbalance != "none"
     dtrain = lgb.Dataset(train[features], train[label], categorical_feature=cats)
     dvalid = lgb.Dataset(valid[features], valid[label], reference=dtrain, categorical_feature=cats)
-    booster = lgb.train(
-        lgb_params(params, train[label], seed, [(monotone or {}).get(f, 0) for f in features]),
-        dtrain,
-        num_boost_round=params.num_boost_round,
-        valid_sets=[dvalid],
-        valid_names=["valid"],
-        callbacks=[
-            lgb.early_stopping(
-                params.early_stopping_rounds, first_metric_only=by_auc, verbose=False
-            )
-        ],
-    )
+    logger = run_logger(__name__)
+    rounds = params.num_boost_round
+    with progress(f"LightGBM: up to {rounds} rounds", rounds) as bar:
+        booster = lgb.train(
+            lgb_params(params, train[label], seed, [(monotone or {}).get(f, 0) for f in features]),
+            dtrain,
+            num_boost_round=rounds,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=[
+                lgb.early_stopping(
+                    params.early_stopping_rounds, first_metric_only=by_auc, verbose=False
+                ),
+                RoundReport(bar, logger),
+            ],
+        )
     best = booster.best_iteration or booster.current_iteration()
     scores = booster.best_score["valid"]  # evaluated during training at the best iteration
+    logger.info(
+        "LightGBM stopped after round %d of %d; best iteration %d: %s",
+        booster.current_iteration(),
+        rounds,
+        best,
+        ", ".join(f"valid {name} {value:.5f}" for name, value in scores.items()),
+    )
     return TrainedModel(
         model_text=booster.model_to_string(num_iteration=best),
         best_iteration=int(best),

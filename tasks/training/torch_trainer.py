@@ -2,28 +2,37 @@
 
 N > 1 processes are launched with `horovodrun -np N --gloo` (NCCL where GPUs are present) or
 `torchrun --nproc_per_node N`; N = 1 trains in this process without a launcher. Rank 0 writes a
-state_dict, loaded back here with `weights_only=True`.
+state_dict, loaded back here with `weights_only=True`. Each epoch goes to the run's log and to
+progress (tasks/progress.py): a launched rank 0 prints one line per epoch, read here line by line.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.torch_mlp import Encoding, torch_predictor
+from tasks.progress import Progress, progress, run_logger
 from tasks.training.torch_worker import run
 from tasks.validation.metrics import binary_metrics
 
+# torch_worker.EPOCH_LINE, behind whatever prefix the launcher adds ("[0]<stdout>:")
+EPOCH = re.compile(r"epoch (\d+)/(\d+): loss \S+, \S+ s")
+TIMEOUT_S = 3_600
 # bench/train, 2 CPU workers on 2 cores: ~72k samples/s at Horovod's 1 ms, ~90k at 5 ms
 CPU_CYCLE_TIME_MS = 5.0
 
@@ -99,6 +108,54 @@ def launch_command(params: TorchParams, config_path: Path) -> list[str]:
     ]
 
 
+def _launch(
+    command: list[str],
+    bar: Progress,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    name: str,
+) -> tuple[int, list[str]]:
+    """Run the launcher, reading its output line by line: rank 0's epoch lines go to the log
+    (info) and to `bar`, every other line to debug. Returns the exit code and the last 15 lines;
+    killed after TIMEOUT_S, raising `subprocess.TimeoutExpired` as `subprocess.run` would."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    tail: deque[str] = deque(maxlen=15)
+    timed_out = threading.Event()
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as proc:
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(TIMEOUT_S, kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                tail.append(line)
+                found = EPOCH.search(line)
+                if found:
+                    logger.info("PyTorch %s, rank 0: %s", name, found.group(0))
+                    bar.update(int(found.group(1)))
+                else:
+                    logger.debug("%s", line)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:  # interrupted here: the launcher must not outlive the task
+                proc.kill()
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(command, TIMEOUT_S, output="\n".join(tail))
+    return code, [*tail]
+
+
 def train_torch(
     train: pd.DataFrame,
     valid: pd.DataFrame,
@@ -136,23 +193,25 @@ def train_torch(
         }
         config_path = workdir / "config.json"
         config_path.write_text(json.dumps(config))
-        if params.processes == 1:
-            run(config)
-        else:
-            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-            done = subprocess.run(
-                launch_command(params, config_path),
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=Path(__file__).resolve().parents[2],
-                timeout=3_600,
-            )
-            if done.returncode != 0 or not (workdir / "model.pt").exists():
-                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-                raise TrainerError(
-                    f"{params.backend} training with {params.processes} processes failed:\n{tail}"
-                )
+        logger = run_logger(__name__)
+        name = "in process" if params.processes == 1 else f"{params.backend} x{params.processes}"
+        with progress(f"PyTorch ({name}): {params.epochs} epochs", params.epochs) as bar:
+            if params.processes == 1:
+
+                def on_epoch(epoch: int, epochs: int, loss: float, seconds: float) -> None:
+                    logger.info(
+                        "PyTorch epoch %d/%d: loss %.5f, %.1f s", epoch, epochs, loss, seconds
+                    )
+                    bar.update(epoch)
+
+                run(config, on_epoch=on_epoch)
+            else:
+                code, tail = _launch(launch_command(params, config_path), bar, logger, name)
+                if code != 0 or not (workdir / "model.pt").exists():
+                    raise TrainerError(
+                        f"{params.backend} training with {params.processes} processes failed:\n"
+                        + "\n".join(tail)
+                    )
         state = (workdir / "model.pt").read_bytes()
         stats = json.loads((workdir / "stats.json").read_text())
     saved = {"encoding": encoding.to_dict(), "model": model_config}

@@ -2,7 +2,8 @@
 
 Launched N times by `horovodrun` (backend horovod) or `torchrun` (backend torch_distributed),
 or called in process for N=1. Every rank reads the same training file and trains on its
-DistributedSampler share; rank 0 writes the state_dict and the run's throughput.
+DistributedSampler share; rank 0 writes the state_dict and the run's throughput, and reports
+each epoch: to `on_epoch` in process, as one EPOCH_LINE on stdout when launched.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,16 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from deployments.torch_mlp import Encoding, TabularMLP
 
+# what a launched rank 0 prints once per epoch; the launching process parses it (torch_trainer)
+EPOCH_LINE = "epoch {epoch}/{epochs}: loss {loss:.5f}, {seconds:.1f} s"
+OnEpoch = Callable[[int, int, float, float], None]  # epoch (from 1), epochs, mean loss, seconds
 
-def run(config: dict[str, Any]) -> None:
+
+def print_epoch(epoch: int, epochs: int, loss: float, seconds: float) -> None:
+    print(EPOCH_LINE.format(epoch=epoch, epochs=epochs, loss=loss, seconds=seconds), flush=True)
+
+
+def run(config: dict[str, Any], on_epoch: OnEpoch | None = None) -> None:
     backend = config["backend"] if config["world_size"] > 1 else "single"
     rank, size, hvd = 0, 1, None
     if backend == "horovod":
@@ -72,12 +82,19 @@ def run(config: dict[str, Any]) -> None:
     for epoch in range(config["epochs"]):
         sampler.set_epoch(epoch)
         model.train()
+        total_loss, rows = torch.zeros((), device=device), 0  # summed on device: no sync a batch
         for x, c, y in loader:
             x, c, y = x.to(device), c.to(device), y.to(device)
             optimizer.zero_grad()
-            loss_fn(model(x, c), y).backward()
+            loss = loss_fn(model(x, c), y)
+            loss.backward()
             optimizer.step()
+            total_loss += loss.detach() * len(y)
+            rows += len(y)
             seen += len(y)
+        if rank == 0 and on_epoch is not None:  # rank 0's share of the rows
+            mean = float(total_loss.item()) / max(rows, 1)
+            on_epoch(epoch + 1, config["epochs"], mean, time.perf_counter() - start)
     elapsed = time.perf_counter() - start
     if rank == 0:
         inner = model.module if isinstance(model, DistributedDataParallel) else model
@@ -101,4 +118,4 @@ def run(config: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    run(json.loads(Path(sys.argv[1]).read_text()))
+    run(json.loads(Path(sys.argv[1]).read_text()), on_epoch=print_epoch)

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel
 
 from tasks.artifacts import markdown_table
+from tasks.registry.store import Registry
 from tasks.validation.behaviour import InvarianceResult, MonotonicResult
 from tasks.validation.explain import Explanation, importance_moves
 from tasks.validation.gates import DataEvidence, GatePolicy, GateResult
@@ -69,8 +72,9 @@ def metric_rows(evidence: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def evidence_markdown(
-    evidence: dict[str, Any], plot_uris: dict[str, str], pending_approval: bool
+    evidence: dict[str, Any], plots: dict[str, bytes], stored_at: str, pending_approval: bool
 ) -> str:
+    """The evidence for the UI; the plots embedded as data:image/png;base64 URIs."""
     failing = [g["gate"] for g in evidence["gates"] if not g["passed"]]
     name, version, champion = evidence["model"], evidence["candidate"], evidence["champion"]
     if failing:
@@ -127,7 +131,11 @@ def evidence_markdown(
             ),
             "",
         ]
-    lines += ["Plots:", *(f"- [{file}]({uri})" for file, uri in plot_uris.items())]
+    lines += ["## Plots", ""]
+    for file in sorted(plots):
+        uri = "data:image/png;base64," + base64.b64encode(plots[file]).decode()
+        lines += [f"**{file.removesuffix('.png')}**", "", f"![{file}]({uri})", ""]
+    lines.append(f"Evidence, importances and plots are kept in the registry: `{stored_at}`")
     return "\n".join(lines)
 
 
@@ -140,8 +148,10 @@ def build_evidence(
     invariance: list[InvarianceResult],
     gates: list[GateResult],
     explanation: Explanation,
+    flow_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the decision rests on, as JSON-able data (candidate first in `evaluations`)."""
+    """Everything the decision rests on, as JSON-able data (candidate first in `evaluations`),
+    with the flow run that gathered it."""
     ranked = list(explanation.importances.values())  # candidate first, then the champion
     moves = importance_moves(ranked[0], ranked[1]) if len(ranked) == 2 else []
     return {
@@ -162,7 +172,51 @@ def build_evidence(
         "explain_seconds": explanation.seconds,
         "local_explanations": [e.model_dump() for e in explanation.local],
         "partial_dependence": explanation.dependence,
+        "flow_run_id": flow_run_id,
     }
+
+
+class Verdict(BaseModel):
+    """What the decision rests on, from the evidence (freshly built, or read back)."""
+
+    model: str
+    version: int
+    champion: int | None
+    policy: GatePolicy
+    failing: list[str]
+    metrics: dict[str, float]
+    record: str  # the stamp of the validation record holding the evidence
+
+
+def verdict(evidence: dict[str, Any], stamp: str) -> Verdict:
+    version = int(evidence["candidate"])
+    metrics = evidence["metrics"]  # keyed by version: an int, or a str once read from JSON
+    return Verdict(
+        model=evidence["model"],
+        version=version,
+        champion=evidence["champion"],
+        policy=GatePolicy.model_validate(evidence["policy"]),
+        failing=[g["gate"] for g in evidence["gates"] if not g["passed"]],
+        metrics=metrics[version] if version in metrics else metrics[str(version)],
+        record=stamp,
+    )
+
+
+def run_evidence(
+    registry: Registry, name: str, flow_run_id: str, candidate: int | None
+) -> tuple[str, dict[str, Any]] | None:
+    """The evidence flow run `flow_run_id` recorded for model `name` (a run started again after
+    its approval was asked, or retried): its record's stamp and content, None if none. Looks at
+    `candidate` when given, else at every version, newest first (a newer version may have been
+    registered since that run chose the newest)."""
+    versions = [candidate] if candidate else [v.version for v in registry.versions(name)][::-1]
+    for version in versions:
+        for stamp in reversed(registry.records(name, version, "validation")):
+            raw = registry.read_record(name, version, "validation", stamp, "evidence.json")
+            evidence: dict[str, Any] = json.loads(raw)
+            if evidence.get("flow_run_id") == flow_run_id:
+                return stamp, evidence
+    return None
 
 
 def evidence_files(evidence: dict[str, Any], explanation: Explanation) -> dict[str, bytes]:

@@ -14,7 +14,6 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.artifacts import (
-    create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -103,17 +102,15 @@ def explain(
 def record_evidence(
     registry: Registry, evidence: dict[str, Any], explanation: Explanation, pending_approval: bool
 ) -> str:
-    """Keep the evidence beside the version, then publish it: markdown summary, gate and metric
-    tables, a link to each plot in the registry. Returns the record's stamp."""
+    """Keep the evidence beside the version, then publish it: markdown summary with the plots
+    embedded (the UI shows them; a file:// link would not open), gate and metric tables.
+    Returns the record's stamp."""
     name, version = evidence["model"], evidence["candidate"]
     stamp = registry.record(name, version, "validation", evidence_files(evidence, explanation))
-    uris = {
-        f: registry.record_uri(name, version, "validation", stamp, f)
-        for f in sorted(explanation.plots)
-    }
+    where = registry.record_uri(name, version, "validation", stamp, "")
     create_markdown_artifact(
         key=artifact_key("validation", name),
-        markdown=evidence_markdown(evidence, uris, pending_approval),
+        markdown=evidence_markdown(evidence, explanation.plots, where, pending_approval),
         description=f"Validation evidence for {name} v{version}",
     )
     create_table_artifact(
@@ -126,13 +123,6 @@ def record_evidence(
         table=metric_rows(evidence),
         description=f"Candidate and champion metrics for {name} v{version}",
     )
-    for file, uri in uris.items():
-        create_link_artifact(
-            key=artifact_key("validation-plot", name, file.removesuffix(".png")),
-            link=uri if "://" in uri else f"file://{uri}",
-            link_text=file,
-            description=f"{file} for {name} v{version}",
-        )
     return stamp
 
 

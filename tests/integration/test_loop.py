@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+import yaml
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
 from prefect.events.worker import EventsWorker
@@ -40,6 +40,8 @@ from blocks import (
     RolloutPolicy,
     ServingTarget,
 )
+from docs import ui as ui_pages
+from flows import FLOWS
 from flows.data_prep import DataPrepParams, data_prep
 from flows.deployment import DeploymentParams, deployment
 from flows.generate_data import GenerateDataParams, generate_data
@@ -48,7 +50,8 @@ from flows.monitoring import MonitoringParams, monitoring
 from flows.training import TrainingParams, training
 from tasks.monitoring.lineage import lineage_lines, read_lineage
 from tasks.monitoring.policy import MonitoringPolicy as Watch
-from tasks.serving.local_target import LocalTarget, http_json
+from tasks.serving.local_target import LocalTarget
+from tasks.serving.replay import Traffic, replay
 from tasks.serving.rollout import RolloutPolicy as Rollout
 from tests.integration.conftest import BIN, ROOT, Processes, free_port, wait_for
 
@@ -89,41 +92,8 @@ def _runs(api: str, deployment: str) -> list[dict[str, Any]]:
     return list(httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json())
 
 
-class Traffic:
-    """A client sending entity rows through nginx until stopped; counts statuses."""
-
-    def __init__(self, url: str, rows: list[dict[str, Any]]) -> None:
-        self.url, self.rows = f"{url}/api/v1.0/predictions", rows
-        self.statuses: Counter[object] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            body = {"jsonData": {"rows": [self.rows[i % len(self.rows)]]}}
-            try:
-                status, _ = http_json(self.url, body, timeout=10)
-            except OSError as exc:
-                status = type(exc).__name__
-            self.statuses[status] += 1
-            i += 1
-            time.sleep(0.02)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _send(url: str, apps: pd.DataFrame) -> None:
-    for start in range(0, len(apps), 50):
-        rows = json.loads(apps.iloc[start : start + 50][FIELDS].to_json(orient="records"))
-        status, answer = http_json(f"{url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})
-        assert status == 200, answer
+    replay(url, apps, FIELDS, batch=50)
 
 
 def _applications(raw: Path, start: int, n: int, after_drift: bool = False) -> pd.DataFrame:
@@ -232,6 +202,14 @@ def _champion(root: Path, api: str) -> LocalTarget:
         return LocalTarget(ServingTarget.load("loop-serving").local_settings(), NAME)
 
 
+def _worker(loop: dict[str, Any]) -> None:
+    """The pool's worker, started once per module."""
+    if not loop.get("worker"):
+        env = {**loop["env"], "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        args = [str(BIN / "prefect"), "worker", "start", "-p", "mlops-local"]
+        loop["worker"] = loop["procs"].start("worker", args, env=env)
+
+
 @pytest.mark.timeout(600)  # set-up, a restart, and a retraining on a worker
 def test_drift_retrains_gates_and_rolls_out_on_its_own(loop) -> None:
     root, server, env = loop["root"], loop["server"], loop["env"]
@@ -280,10 +258,7 @@ def test_drift_retrains_gates_and_rolls_out_on_its_own(loop) -> None:
         assert trigger in automations
     monitoring_deployment = httpx.get(f"{api}/deployments/name/monitoring/monitoring").json()
     assert [s["active"] for s in monitoring_deployment["schedules"]] == [True]
-    worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    loop["procs"].start(
-        "worker", [str(BIN / "prefect"), "worker", "start", "-p", "mlops-local"], env=worker_env
-    )
+    _worker(loop)
 
     rows = json.loads(
         _applications(drifted, 600, 400, after_drift=True)[FIELDS].to_json(orient="records")
@@ -391,3 +366,139 @@ def test_one_episode_one_retraining_and_unknown_models_fail_fast(loop) -> None:
         if run["state"]["type"] == "FAILED":  # CANCELLED: the other one held the slot
             model = run["parameters"]["params"]["resource_id"].rsplit(".", 1)[-1]
             assert f"unknown model '{model}'" in run["state"]["message"], run["state"]
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.timeout(600)  # pip, deploy --all, and a retraining on the worker
+def test_the_deploy_workflow_deploys_and_a_pipeline_update_retrains(loop) -> None:
+    """.github/workflows/deploy.yml's own `run:` steps, against this server (where the pool and
+    the deployments exist already: they are created or updated), then the retraining its
+    `mlops.pipeline.updated` events start on the worker."""
+    api, url = loop["server"].api_url, loop["target"].url
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+    assert workflow[True]["push"]["branches"] == ["main"]  # YAML 1.1 reads `on:` as true
+    (job,) = workflow["jobs"].values()
+    steps = [step for step in job["steps"] if "run" in step]
+    assert [s["name"] for s in steps] == [
+        "Install the pipelines",
+        "Create or update the work pool",
+        "Deploy every pipeline",
+        "Announce the changed pipelines",
+    ]
+    head, first = _git("rev-parse", "HEAD"), _git("rev-list", "--max-parents=0", "HEAD")
+    given = {  # what the secrets and the push event give in GitHub Actions
+        "PREFECT_API_URL": api,
+        "PREFECT_API_KEY": "",
+        "BEFORE": first,  # the first commit: every pipeline changed since
+        "COMMIT": head,
+    }
+    env = {k: str(v) for k, v in job["env"].items() if "${{" not in str(v)}
+    assert set(job["env"]) == set(env) | set(given)
+    env = {
+        **os.environ,
+        **env,
+        **given,
+        "PREFECT_HOME": str(loop["server"].home),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    before = {r["id"] for r in _runs(api, "retraining/retraining")}
+    _worker(loop)
+    for step in steps:
+        assert "${{" not in step["run"], step["name"]  # runnable outside Actions
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", step["run"]],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert done.returncode == 0, (step["name"], done.stdout[-3000:], done.stderr[-3000:])
+        if step["name"] == "Announce the changed pipelines":
+            announced = done.stdout
+    for name in FLOWS:
+        assert f"mlops.pipeline.updated {name} at {head[:12]}" in announced, announced
+
+    deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    assert {d["name"] for d in deployments} >= set(FLOWS)
+    (monitoring_deployment,) = [d for d in deployments if d["name"] == "monitoring"]
+    assert [s["active"] for s in monitoring_deployment["schedules"]] == [True]
+    automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+    triggers = [
+        t["name"]
+        for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+        for t in d.get("triggers", [])
+    ]
+    assert "retrain-on-pipeline-update" in triggers
+    assert {a["name"] for a in automations} >= set(triggers)
+
+    def retrained() -> dict[str, Any] | None:
+        runs = [r for r in _runs(api, "retraining/retraining") if r["id"] not in before]
+        done = [r for r in runs if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")]
+        return done[0] if done else None
+
+    rows = _applications(loop["root"] / "raw", 2000, 400)[FIELDS].to_dict(orient="records")
+    with Traffic(url, rows):  # in case the new version is canaried
+        finished = wait_for(retrained, 480, "the pipeline-updated retraining", interval=2)
+    params = finished["parameters"]["params"]
+    assert params["event_name"] == "mlops.pipeline.updated", params
+    assert params["payload"]["commit"] == head
+    assert finished["state"]["type"] == "COMPLETED", (
+        finished["state"],
+        loop["procs"].log("worker")[-4000:],
+    )
+    assert finished["infrastructure_pid"], finished  # run by the worker, in its own process
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        registry = ModelRegistry.load("loop-registry").registry()
+    newest = registry.versions(NAME)[-1]
+    assert newest.metadata["cause"]["event"] == "mlops.pipeline.updated"
+    assert newest.metadata["cause"]["why"] == f"pipeline updated at {head}"
+    lineage = read_lineage(registry, NAME, newest.version)
+    assert lineage is not None and lineage["runs"]["data-prep"]  # new data_prep code: rebuilt
+
+
+SHOTS = ROOT / "test-output" / "ui"  # screenshots of what the checks saw (git-ignored)
+
+
+@pytest.mark.timeout(300)
+def test_the_prefect_ui_in_a_browser(loop) -> None:
+    """Headless Chromium on the loop's server: deployments, the validation evidence with its
+    plots as images, the automations, and the training deployment's Run form."""
+    api, ui = loop["server"].api_url, loop["server"].ui_url
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        registry = ModelRegistry.load("loop-registry").registry()
+    lineage = read_lineage(registry, NAME, 2)
+    assert lineage is not None, "the drift test's retraining made v2"
+    validation_run = lineage["runs"]["validation"]
+    evidence = [
+        a for a in ui_pages.run_artifacts(api, validation_run) if a["key"].startswith("validation-")
+    ]
+    (markdown,) = [
+        a for a in evidence if a["type"] == "markdown" and "evidence" in a["description"]
+    ]
+    triggers = [
+        t["name"]
+        for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+        for t in d.get("triggers", [])
+    ]
+    training = ui_pages.api_json(api, "deployments/name/training/training")
+    with ui_pages.browser() as driver:
+        ui_pages.open_page(driver, f"{ui}/deployments", list(FLOWS), SHOTS / "deployments.png")
+        page = ui_pages.artifact_page(
+            driver, ui, markdown["id"], ["Gates", "Metrics"], SHOTS / "validation-evidence.png"
+        )
+        ui_pages.open_page(driver, f"{ui}/automations", triggers, SHOTS / "automations.png")
+        form = ui_pages.run_form(driver, ui, training["id"], SHOTS / "training-run-form.png")
+    assert page.tables >= 2, page.text[:2000]  # the gate and metric tables, rendered
+    plots = [i for i in page.images if i["src"].startswith("data:image/png")]
+    assert plots and all(i["complete"] and i["width"] > 0 for i in plots), page.images
+    assert not [link for link in page.links if link.startswith("file:")], page.links
+    # typed, described inputs; choices as drop-downs
+    for label in ("Trainer", "Num Boost Round", "Calibration", "Data-parallel workers."):
+        assert label in form["text"], form["text"][:3000]
+    assert ["lightgbm", "torch"] in form["selects"], form["selects"]
+    assert ["platt", "isotonic", "none"] in form["selects"], form["selects"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,11 +37,16 @@ def split():
 @pytest.mark.parametrize(
     ("backend", "processes"), [("horovod", 1), ("horovod", 2), ("torch_distributed", 2)]
 )
-def test_data_parallel_training_learns_and_reloads(split, backend: str, processes: int) -> None:
+def test_data_parallel_training_learns_and_reloads(
+    split, backend: str, processes: int, caplog: pytest.LogCaptureFixture
+) -> None:
     params = TorchParams(backend=backend, processes=processes, epochs=4, batch_size=256)  # type: ignore[arg-type]
-    trained = train_torch(
-        split.train, split.valid, ["x1", "x2", "cat"], ["cat"], "y", params, seed=1
-    )
+    with caplog.at_level(logging.INFO, logger="tasks.training.torch_trainer"):
+        trained = train_torch(
+            split.train, split.valid, ["x1", "x2", "cat"], ["cat"], "y", params, seed=1
+        )
+    epochs = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(epochs) == 4 and all(f"epoch {k}/4: loss " in epochs[k - 1] for k in range(1, 5))
     assert trained.metrics["world_size"] == processes
     assert trained.metrics["valid_auc"] > 0.85
     scores = torch_predictor(trained.state_dict, trained.config)(split.test)  # weights_only load

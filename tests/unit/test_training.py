@@ -124,7 +124,7 @@ def test_torch_pos_weight_is_off_by_default(monkeypatch) -> None:
     """The worker's loss weighs positives only when class_imbalance asks for it."""
     configs: list[dict] = []
 
-    def launched(config: dict) -> None:
+    def launched(config: dict, on_epoch=None) -> None:
         configs.append(config)
         raise _Launched
 
