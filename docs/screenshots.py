@@ -27,6 +27,7 @@ def main() -> None:
     from blocks import ModelRegistry
     from flows import FLOWS
     from flows.demo import run_demo
+    from flows.local_server import default_server
     from tasks.artifacts import artifact_key
     from tasks.monitoring.lineage import read_lineage
     from tasks.specs.datasets import default_model
@@ -47,7 +48,7 @@ def main() -> None:
         summary = run_demo(out=keep)
         (out / "demo-summary.txt").write_text("\n".join(lines) + "\n")
         (out / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    api = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    api = os.environ.get("PREFECT_API_URL") or default_server().api_url
     ui = api.removesuffix("/api")
     model = default_model()
     registry = ModelRegistry().registry()
@@ -68,6 +69,7 @@ def main() -> None:
         )
         evidence = find_artifact(api, runs["validation"], artifact_key("validation", model))
         pages.artifact_page(driver, ui, evidence, ["Gates", "Plots"], out / "validation.png")
+        pages.shot_from(driver, "Plots", out / "validation-plots.png")
         if runs.get("deployment"):
             rollout = find_artifact(api, runs["deployment"], artifact_key("rollout", model))
             pages.artifact_page(driver, ui, rollout, [model], out / "rollout.png")

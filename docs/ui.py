@@ -82,6 +82,22 @@ def full(driver: WebDriver, shot: Path, max_height: int = 2400) -> None:
     driver.save_screenshot(str(shot))
 
 
+def shot_from(driver: WebDriver, heading: str, shot: Path, height: int = 1300) -> None:
+    """A screenshot of the page from the heading that reads `heading` down."""
+    driver.set_window_size(driver.get_window_size()["width"], height)
+    found = driver.execute_script(
+        "const h = Array.from(document.querySelectorAll('h1,h2,h3'))"
+        ".find(e => e.textContent.trim() === arguments[0]);"
+        "if (h) { h.scrollIntoView({block: 'start'}); } return !!h;",
+        heading,
+    )
+    if not found:
+        raise AssertionError(f"no heading {heading!r} on {driver.current_url}")
+    time.sleep(1.0)
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(shot))
+
+
 @dataclass
 class ArtifactView:
     text: str
@@ -126,6 +142,6 @@ def api_json(api: str, path: str, body: dict[str, Any] | None = None) -> Any:
 
 
 def run_artifacts(api: str, flow_run_id: str) -> list[dict[str, Any]]:
-    """The artifacts a flow run made (its tasks' included)."""
-    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "CREATED_ASC"}
-    return list(api_json(api, "artifacts/filter", body))
+    """The artifacts a flow run made (its tasks' included), oldest first."""
+    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "CREATED_DESC"}
+    return list(reversed(api_json(api, "artifacts/filter", body)))

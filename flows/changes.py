@@ -1,9 +1,11 @@
 """Which pipelines a commit changed, and the `mlops.pipeline.updated` events CI emits for them.
 
 A pipeline is a registered flow; it changed when a file it is made of changed: a repository
-module its entrypoint imports (directly or not), a data file beside such a module (dataset
-specs, the feature repository's YAML), or what every flow is built with (the lock files,
-`pyproject.toml`, `prefect.yaml`).
+module its entrypoint imports (directly or not), a data file beside such a module, anything
+under `features/` for a flow that loads dataset specs (the specs name their transforms and
+generators as `module:function` strings, imported at run time), or what every flow is built
+with (the lock files, `pyproject.toml`, `prefect.yaml`). Conservative: a change to one dataset
+counts for every spec-loading flow.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 EVENT = "mlops.pipeline.updated"
 EVERY_PIPELINE = ("requirements.lock", "pyproject.toml", "prefect.yaml")
+DATASETS = "features"  # dataset specs and the code they name
+SPEC_LOADER = "tasks/specs/datasets.py"
 NO_COMMIT = "0" * 40  # GitHub's `before` of a branch's first push
 
 
@@ -48,12 +52,14 @@ def changed_pipelines(
     out: dict[str, list[str]] = {}
     for name, entrypoint in entrypoints.items():
         files = module_files(entrypoint, root)
-        folders = {f.parent for f in files}
+        loads_specs = root / SPEC_LOADER in files
+        folders = {f.parent for f in files if not f.is_relative_to(root / DATASETS)}
         mine = [
             c
             for c in changed
             if c in EVERY_PIPELINE
             or (root / c) in files
+            or (loads_specs and c.startswith(f"{DATASETS}/"))
             or (not c.endswith(".py") and any((root / c).is_relative_to(d) for d in folders))
         ]
         if mine:

@@ -13,8 +13,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flows.demo import DEMO_ROWS
-
 
 def parse_params(pairs: Sequence[str], model: type[BaseModel]) -> BaseModel:
     """`key=value` pairs (values read as YAML scalars or lists) into the flow's parameter model."""
@@ -97,9 +95,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """The whole loop on embedded defaults (flows/demo.py)."""
-    from flows.demo import run_demo
+    from flows.demo import DEMO_ROWS, run_demo
 
-    run_demo(rows=args.rows, regenerate=args.regenerate)
+    run_demo(rows=args.rows or DEMO_ROWS, regenerate=args.regenerate)
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -162,15 +160,20 @@ def _print_lineage(registry: Any, name: str, version: int) -> None:
 
 def cmd_pipeline_updated(args: argparse.Namespace) -> None:
     """CI after `prefect deploy --all`: one `mlops.pipeline.updated` event per changed pipeline
-    (a trigger in prefect.yaml retrains the served models on it)."""
+    (a trigger in prefect.yaml retrains the served models on it), sent through a connected
+    events client: a server that cannot be reached fails the step."""
+    import asyncio
     from pathlib import Path
 
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
+    from prefect.events import Event, Resource
+    from prefect.events.clients import get_events_client
+    from prefect.settings import PREFECT_API_URL
 
     from flows import FLOWS
     from flows.changes import EVENT, changed_files, changed_pipelines
 
+    if not PREFECT_API_URL.value():
+        raise SystemExit("PREFECT_API_URL is not set: no server to announce the pipelines to")
     root = Path(__file__).resolve().parents[1]
     files = changed_files(args.before, args.commit, root)
     entrypoints = {name: f.entrypoint for name, f in FLOWS.items()}
@@ -179,14 +182,16 @@ def cmd_pipeline_updated(args: argparse.Namespace) -> None:
         if files is not None
         else {name: ["(no earlier commit: every file)"] for name in FLOWS}
     )
-    for name, names in changed.items():
-        event = emit_event(
+    events = [
+        Event(
             event=EVENT,
-            resource={
-                "prefect.resource.id": f"mlops.pipeline.{name}",
-                "prefect.resource.name": name,
-                "mlops.commit": args.commit,
-            },
+            resource=Resource(
+                {
+                    "prefect.resource.id": f"mlops.pipeline.{name}",
+                    "prefect.resource.name": name,
+                    "mlops.commit": args.commit,
+                }
+            ),
             payload={
                 "pipeline": name,
                 "commit": args.commit,
@@ -195,8 +200,19 @@ def cmd_pipeline_updated(args: argparse.Namespace) -> None:
                 "pipelines": sorted(changed),
             },
         )
-        print(f"{EVENT} {name} at {args.commit[:12]}: {len(names)} file(s)", event and event.id)
-    EventsWorker.drain_all(timeout=60)  # sent before the process ends
+        for name, names in changed.items()
+    ]
+
+    async def send() -> None:
+        async with get_events_client() as client:
+            for event in events:
+                await client.emit(event)
+
+    asyncio.run(send())
+    for event in events:
+        name = event.payload["pipeline"]
+        files_changed = len(event.payload["files"])
+        print(f"{EVENT} {name} at {args.commit[:12]}: {files_changed} file(s) {event.id}")
     if not changed:
         print(f"no pipeline changed between {args.before[:12]} and {args.commit[:12]}")
 
@@ -206,7 +222,9 @@ def cmd_approve(args: argparse.Namespace) -> None:
     from flows.approval import ApprovalError, approve
 
     try:
-        answer = approve(args.run_id, not args.reject, args.reviewer, args.comment)
+        answer = _with_server(
+            args, lambda: approve(args.run_id, not args.reject, args.reviewer, args.comment)
+        )
     except ApprovalError as exc:
         raise SystemExit(f"mlops: error: {exc}") from exc
     verdict = "approved" if answer.approve else "rejected"
@@ -308,6 +326,15 @@ def cmd_server(args: argparse.Namespace) -> None:
         server.start()
         print(f"Prefect server up: {server.ui_url} (API {server.api_url}, home {server.home})")
     elif args.action == "stop":
+        if server.healthy():  # the worker's flow runs are in their own sessions: end them too
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            from flows.demo import cancel_active_runs
+
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                ended = cancel_active_runs(timeout=20)
+            if ended:
+                print(f"cancelled flow runs still going: {ended}")
         worker.stop()
         server.stop()
         print("Prefect worker and server stopped")
@@ -395,9 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     demo = sub.add_parser("demo", help="the main job on embedded defaults")
-    demo.add_argument(
-        "--rows", type=int, default=DEMO_ROWS, help="generated rows (default %(default)s)"
-    )
+    demo.add_argument("--rows", type=int, help="generated card transactions (default 500,000)")
     demo.add_argument("--regenerate", action="store_true", help="generate the data again")
     demo.set_defaults(func=cmd_demo)
 

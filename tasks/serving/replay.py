@@ -83,7 +83,7 @@ def replay(
 
 class Traffic:
     """A client sending one row at a time, round the given rows, until stopped; counts the
-    answers' statuses (a canary's window needs live traffic)."""
+    answers' statuses and times the answered ones (a canary's window needs live traffic)."""
 
     def __init__(self, url: str, rows: list[dict[str, Any]], pause_s: float = 0.02) -> None:
         self.url, self.rows, self.pause_s = f"{url}/api/v1.0/predictions", rows, pause_s
@@ -102,7 +102,8 @@ class Traffic:
                 status, _ = http_json(self.url, body, timeout=10)
             except OSError as exc:
                 status = type(exc).__name__
-            self.latencies.append(time.perf_counter() - began)
+            if status == 200:
+                self.latencies.append(time.perf_counter() - began)
             self.statuses[status] += 1
             i += 1
             self._stop.wait(self.pause_s)

@@ -21,6 +21,7 @@ import pytest
 from blocks import FeatureRepo, ModelRegistry, RolloutPolicy, ServingTarget
 from deployments.contract import HOLDOUT
 from deployments.request_log import LABELS, REQUESTS, read_log, utc_now
+from flows.cli import main
 from flows.deployment import DeploymentParams, DeploymentResult, Terminated, deployment
 from flows.training import TrainingParams, training
 from tasks.data.publish import LABELS as LABELLED_ROWS
@@ -355,15 +356,24 @@ def test_a_cancelled_rollout_restores_routing_and_aliases(served: LocalTarget, p
     assert _rollout(1, stamp)["decision"] == "aborted"
 
 
+def _models_cli(*words: str) -> None:
+    """The README's `mlops models promote|rollback ...`, through the CLI's own parser."""
+    blocks = ["--registry-block", "tmp-registry", "--target-block", "tmp-serving"]
+    main(["models", *words, *blocks, "--policy-block", "tmp-rollout", "--no-server"])
+
+
 def test_manual_rollback_and_promote_are_recorded(served: LocalTarget) -> None:
     registry = _registry()
-    back = _deploy(action="rollback", reason="incident 42: v2 over-declines")
-    assert (back.decision, back.champion, back.version) == ("rolled-back", 1, 1)
+    _models_cli("rollback", NAME, "--reason", "incident 42: v2 over-declines")
+    assert registry.aliases(NAME)["champion"] == 1
     assert _serving(served) == {("main", 1)}
-    assert _rollout(1, back.record or "")["reason"] == "incident 42: v2 over-declines"
-    again = _deploy(action="promote", version=2, reason="fixed upstream")
-    assert (again.decision, again.champion) == ("promoted", 2)
-    record = _rollout(2, again.record or "")
+    back = registry.records(NAME, 1, "rollout")[-1]
+    assert _rollout(1, back)["decision"] == "rolled-back"
+    assert _rollout(1, back)["reason"] == "incident 42: v2 over-declines"
+    _models_cli("promote", NAME, "2", "--reason", "fixed upstream")
+    assert registry.aliases(NAME)["champion"] == 2
+    record = _rollout(2, registry.records(NAME, 2, "rollout")[-1])
+    assert record["decision"] == "promoted"
     assert (record["action"], record["reason"], record["champion_before"]) == (
         "promote",
         "fixed upstream",

@@ -28,7 +28,10 @@ def test_changed_files_map_to_the_pipelines_made_of_them() -> None:
     assert changed_pipelines(["README.md", "docs/loop.png"], ENTRYPOINTS, ROOT) == {}
     assert set(changed_pipelines(["requirements.lock"], ENTRYPOINTS, ROOT)) == set(FLOWS)
     spec = changed_pipelines(["features/credit_risk/dataset.yaml"], ENTRYPOINTS, ROOT)
-    assert {"data-prep", "training", "validation"} <= set(spec)  # data beside their modules
+    assert {"data-prep", "training", "validation"} <= set(spec)  # they load the specs
+    # a transform the spec names as "module:function" (imported at run time, not by the flow)
+    transform = changed_pipelines(["features/credit_risk/transforms.py"], ENTRYPOINTS, ROOT)
+    assert {"data-prep", "training", "retraining"} <= set(transform)
 
 
 def test_an_unknown_earlier_commit_means_every_pipeline(tmp_path: Path) -> None:
