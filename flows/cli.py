@@ -252,11 +252,12 @@ def _change_champion(args: argparse.Namespace, words: list[str]) -> None:
     if len(words) != expected or (action == "promote" and not words[2].isdigit()):
         usage = "promote NAME VERSION" if action == "promote" else "rollback NAME"
         raise SystemExit(f"usage: mlops models {usage} --reason TEXT")
-    pairs = [
+    actor = f"{os.environ.get('USER', 'cli')} (mlops models {action})"
+    pairs = [  # free text as JSON strings: the values are read as YAML ("a: b" is a mapping)
         f"action={action}",
         f"model_name={words[1]}",
-        f"reason={args.reason or ''}",
-        f"actor={os.environ.get('USER', 'cli')} (mlops models {action})",
+        f"reason={json.dumps(args.reason or '')}",
+        f"actor={json.dumps(actor)}",
     ]
     if action == "promote":
         pairs.append(f"version={words[2]}")

@@ -69,13 +69,14 @@ def prefect_cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def generated(rows: int, regenerate: bool, end: date) -> tuple[Path, Path]:
-    """The demo's raw data, undrifted and covariate-drifted (generated once, then reused)."""
+def generated(rows: int, regenerate: bool, end: date, drift: str) -> tuple[Path, Path]:
+    """The demo's raw data, undrifted and with the column `drift` shifted for the last
+    DRIFT_DAYS (generated once, then reused)."""
     from flows.generate_data import GenerateDataParams, generate_data
 
     base, drifted = DEMO_DIR / "base", DEMO_DIR / "drifted"
     stamp = DEMO_DIR / "generated.txt"
-    wanted = f"rows={rows} seed={SEED} end={end}"
+    wanted = f"rows={rows} seed={SEED} end={end} drift={drift}"
     if regenerate or not stamp.exists() or stamp.read_text() != wanted:
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
         common = GenerateDataParams(
@@ -87,7 +88,7 @@ def generated(rows: int, regenerate: bool, end: date) -> tuple[Path, Path]:
                 update={
                     "out_uri": str(drifted),
                     "drift_start": end - timedelta(days=DRIFT_DAYS),
-                    "covariate_drift": ("loan_amount",),
+                    "covariate_drift": (drift,),
                 }
             )
         )
@@ -295,7 +296,10 @@ def _loop(
     cancelled = cancel_active_runs()
     if cancelled:
         out(f"cancelled the loop's runs still going: {cancelled}")
-    base, drifted = generated(rows, regenerate, end)
+    # the drifted world: the first request field monitoring watches
+    assert spec.request is not None, f"{spec.name}: the demo replays requests; none declared"
+    drift = next(f for f in spec.request.fields if f in spec.monitoring.drift_features)
+    base, drifted = generated(rows, regenerate, end, drift)
     reset_workspace(model, source)
     copy_tables(base, source)
     clock.step(f"data: {rows:,} rows in {DEMO_DIR} (undrifted and drifted), source {source}", began)

@@ -47,6 +47,7 @@ class LocalServer:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PREFECT_HOME": str(self.home.resolve())}
         env.pop("PREFECT_API_URL", None)
+        env["PREFECT_UI_API_URL"] = self.api_url  # the UI's calls (else :4200 whatever the port)
         log = (self.home / "server.log").open("ab")
         proc = subprocess.Popen(
             [
