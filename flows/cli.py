@@ -330,7 +330,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         if server.healthy():  # the worker's flow runs are in their own sessions: end them too
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
-            from flows.demo import cancel_active_runs
+            from flows.local_server import cancel_active_runs
 
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
                 ended = cancel_active_runs(timeout=20)

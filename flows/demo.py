@@ -96,48 +96,6 @@ def generated(rows: int, regenerate: bool, end: date, drift: str) -> tuple[Path,
     return base, drifted
 
 
-def cancel_active_runs(timeout: float = 60) -> list[str]:
-    """Cancel this project's deployment runs still going (a retraining from an earlier demo
-    would write into the workspace being reset, or a flow run whose worker is gone holds its
-    slot): ask, then after `timeout` end them (their process, if alive here, is stopped)."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-    )
-    from prefect.client.schemas.filters import FlowRunFilterStateType as Types
-    from prefect.client.schemas.objects import StateType
-    from prefect.states import Cancelled, Cancelling
-
-    from flows import FLOWS
-    from tasks.processes import stop_process_group
-
-    going = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=Types(any_=going))),
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=list(FLOWS))),
-        )
-        for run in runs:
-            client.set_flow_run_state(run.id, Cancelling(), force=True)
-        deadline = time.monotonic() + timeout
-        while runs and time.monotonic() < deadline:
-            states = [client.read_flow_run(r.id).state for r in runs]
-            if all(s is not None and s.is_final() for s in states):
-                break
-            time.sleep(2)
-        for run in runs:
-            if (client.read_flow_run(run.id).state or Cancelled()).is_final():
-                continue
-            pid = str(run.infrastructure_pid or "").rsplit(":", 1)[-1]
-            if pid.isdigit() and Path(f"/proc/{pid}").exists():
-                stop_process_group(int(pid), timeout=10)
-            client.set_flow_run_state(run.id, Cancelled(message="ended by mlops"), force=True)
-    return [r.name for r in runs]
-
-
 def reset_workspace(model: str, source: Path) -> None:
     """Stop the demo model's serving and remove its state; the source gets the base data."""
     from blocks import FeatureRepo, ModelRegistry, ServingTarget
@@ -276,6 +234,7 @@ def _loop(
     from blocks.loop_settings import VARIABLE
     from flows.data_prep import DataPrepParams, data_prep
     from flows.deployment import DeploymentParams, deployment
+    from flows.local_server import cancel_active_runs
     from flows.training import TrainingParams, training
     from flows.validation import ValidationParams, validation
     from tasks.monitoring.lineage import lineage_lines, read_lineage
@@ -297,7 +256,8 @@ def _loop(
     if cancelled:
         out(f"cancelled the loop's runs still going: {cancelled}")
     # the drifted world: the first request field monitoring watches
-    assert spec.request is not None, f"{spec.name}: the demo replays requests; none declared"
+    if spec.request is None:
+        raise ValueError(f"dataset '{spec.name}' declares no request: the demo replays requests")
     drift = next(f for f in spec.request.fields if f in spec.monitoring.drift_features)
     base, drifted = generated(rows, regenerate, end, drift)
     reset_workspace(model, source)

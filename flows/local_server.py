@@ -138,3 +138,44 @@ class LocalWorker:
 
 def default_worker() -> LocalWorker:
     return LocalWorker(home=DEFAULT_HOME, pool="mlops-local")
+
+
+def cancel_active_runs(timeout: float = 60) -> list[str]:
+    """Cancel this project's deployment runs still going (a retraining from an earlier demo
+    would write into the workspace being reset, or a flow run whose worker is gone holds its
+    slot): ask, then after `timeout` end them (their process, if alive here, is stopped)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+    )
+    from prefect.client.schemas.filters import FlowRunFilterStateType as Types
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled, Cancelling
+
+    from flows import FLOWS
+
+    going = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=Types(any_=going))),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=list(FLOWS))),
+        )
+        for run in runs:
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+        deadline = time.monotonic() + timeout
+        while runs and time.monotonic() < deadline:
+            states = [client.read_flow_run(r.id).state for r in runs]
+            if all(s is not None and s.is_final() for s in states):
+                break
+            time.sleep(2)
+        for run in runs:
+            if (client.read_flow_run(run.id).state or Cancelled()).is_final():
+                continue
+            pid = str(run.infrastructure_pid or "").rsplit(":", 1)[-1]
+            if pid.isdigit() and Path(f"/proc/{pid}").exists():
+                stop_process_group(int(pid), timeout=10)
+            client.set_flow_run_state(run.id, Cancelled(message="ended by mlops"), force=True)
+    return [r.name for r in runs]
