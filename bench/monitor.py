@@ -734,20 +734,6 @@ def report_cost(figures: dict[str, Any]) -> list:
 # -- part 3: latency from a drift event to a Running flow run -------------------------------
 
 
-def prefect_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
 def api_post(api_url: str, path: str, body: dict[str, Any]) -> Any:
     request = urllib.request.Request(
         f"{api_url}{path}",
@@ -844,7 +830,7 @@ def latency(args: argparse.Namespace, work: Path, say: Say) -> dict[str, Any]:
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    from flows.local_server import LocalServer
+    from flows.local_server import LocalServer, prefect_cli
     from tasks.processes import stop_process_group
     from tasks.serving.local_target import free_port
 
@@ -868,7 +854,7 @@ def latency(args: argparse.Namespace, work: Path, say: Say) -> dict[str, Any]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         env.pop("PREFECT_WORKER_QUERY_SECONDS", None)
-        prefect_cli(env, "work-pool", "create", pool, "--type", "process", "--overwrite")
+        prefect_cli(env, "work-pool", "create", pool, "--type", "process", "--overwrite", cwd=ROOT)
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             trigger = DeploymentEventTrigger(
                 name="bench-retrain-on-drift",

@@ -22,6 +22,10 @@ def parse_params(pairs: Sequence[str], model: type[BaseModel]) -> BaseModel:
         if not sep or not key:
             raise SystemExit(f"--param expects key=value, got '{pair}'")
         values[key] = yaml.safe_load(raw) if raw else None
+    return validate_params(values, model)
+
+
+def validate_params(values: dict[str, Any], model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -81,8 +85,11 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     if args.name not in FLOWS:
         raise SystemExit(f"unknown flow '{args.name}'; registered: {', '.join(FLOWS)}")
-    entry = FLOWS[args.name]
-    params = parse_params(args.param or [], entry.params)
+    run_flow(args, FLOWS[args.name], parse_params(args.param or [], FLOWS[args.name].params))
+
+
+def run_flow(args: argparse.Namespace, entry: Any, params: BaseModel) -> None:
+    """Run a registered flow against the server (`_with_server`); print its result."""
     result = _with_server(args, lambda: entry.flow(params))
     print(json.dumps(_jsonable(result), indent=2, default=str))
 
@@ -252,20 +259,21 @@ def _change_champion(args: argparse.Namespace, words: list[str]) -> None:
     if len(words) != expected or (action == "promote" and not words[2].isdigit()):
         usage = "promote NAME VERSION" if action == "promote" else "rollback NAME"
         raise SystemExit(f"usage: mlops models {usage} --reason TEXT")
-    actor = f"{os.environ.get('USER', 'cli')} (mlops models {action})"
-    pairs = [  # free text as JSON strings: the values are read as YAML ("a: b" is a mapping)
-        f"action={action}",
-        f"model_name={words[1]}",
-        f"reason={json.dumps(args.reason or '')}",
-        f"actor={json.dumps(actor)}",
-    ]
+    values: dict[str, Any] = {
+        "action": action,
+        "model_name": words[1],
+        "reason": args.reason or "",
+        "actor": f"{os.environ.get('USER', 'cli')} (mlops models {action})",
+    }
     if action == "promote":
-        pairs.append(f"version={words[2]}")
+        values["version"] = int(words[2])
     for key in ("registry_block", "target_block", "policy_block"):
         if getattr(args, key):
-            pairs.append(f"{key}={getattr(args, key)}")
-    args.name, args.param = "deployment", pairs
-    cmd_run(args)
+            values[key] = getattr(args, key)
+    from flows import FLOWS
+
+    entry = FLOWS["deployment"]
+    run_flow(args, entry, validate_params(values, entry.params))
 
 
 def cmd_serving(args: argparse.Namespace) -> None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -53,20 +51,6 @@ class Clock:
     def step(self, name: str, began: float) -> None:
         self.steps[name] = time.monotonic() - began
         self.out(f"[{time.monotonic() - self.began:7.1f} s] {name} ({self.steps[name]:.1f} s)")
-
-
-def prefect_cli(env: dict[str, str], *args: str) -> str:
-    """Run the Prefect CLI against the demo's server; fail naming the command."""
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 def generated(rows: int, regenerate: bool, end: date, drift: str) -> tuple[Path, Path]:
@@ -202,7 +186,7 @@ def run_demo(
     """The loop end to end; returns the summary it prints."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.local_server import default_server, default_worker
+    from flows.local_server import default_server, default_worker, prefect_cli
 
     clock = Clock(out)
     began = time.monotonic()

@@ -85,6 +85,23 @@ class LocalServer:
         self.pid_file.unlink(missing_ok=True)
 
 
+def prefect_cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 600
+) -> str:
+    """Run the Prefect CLI of this interpreter against `env`'s API; fail naming the command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
 def default_server() -> LocalServer:
     return LocalServer(home=DEFAULT_HOME, port=DEFAULT_PORT)
 

@@ -32,7 +32,9 @@ from tasks.monitoring.prometheus import TARGETS_FILE, LocalPrometheus
 from tasks.monitoring.versions import version_detectors
 from tasks.registry.store import RegistryError
 from tasks.serving.local_target import LocalTarget, free_port, http_json
+from tasks.serving.replay import label_rows, replay
 from tasks.serving.rollout import RolloutPolicy as Rollout
+from tasks.specs.datasets import get_dataset
 
 pytestmark = pytest.mark.flows
 NAME = "credit-watch"
@@ -153,10 +155,8 @@ def _monitor():
 def _applications(raw: Path, start: int, n: int, after_drift: bool = False) -> pd.DataFrame:
     """Rows `start` to `start + n` of one shuffle of the applications (disjoint slices: a
     window of repeated rows would look like a change); only those after the drift start."""
-    apps = pd.read_parquet(raw / "applications")
-    if after_drift:
-        apps = apps[apps["application_ts"] >= pd.Timestamp(DRIFT_START, tz="UTC")]
-    shuffled = apps.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    since = pd.Timestamp(DRIFT_START, tz="UTC") if after_drift else None
+    shuffled = label_rows(raw, get_dataset("credit_risk"), since)
     assert len(shuffled) >= start + n
     return shuffled.iloc[start : start + n]
 
@@ -164,21 +164,7 @@ def _applications(raw: Path, start: int, n: int, after_drift: bool = False) -> p
 def _send(url: str, apps: pd.DataFrame, labels: bool = False) -> int:
     """Entity requests of BATCH rows; with `labels`, each answer's labels via the feedback
     endpoint. Returns the rows answered."""
-    answered = 0
-    for start in range(0, len(apps), BATCH):
-        part = apps.iloc[start : start + BATCH]
-        rows = json.loads(part[FIELDS].to_json(orient="records"))
-        status, answer = http_json(f"{url}/api/v1.0/predictions", {"jsonData": {"rows": rows}})
-        assert status == 200, answer
-        answered += len(rows)
-        if labels:
-            truth = [[int(v)] for v in part["defaulted_90d"]]
-            status, _ = http_json(
-                f"{url}/api/v1.0/feedback",
-                {"response": answer, "truth": {"data": {"ndarray": truth}}},
-            )
-            assert status == 200
-    return answered
+    return replay(url, apps, FIELDS, label="defaulted_90d" if labels else None, batch=BATCH).rows
 
 
 def test_versions_carry_their_detectors_and_old_ones_get_them_on_first_use(watched) -> None:

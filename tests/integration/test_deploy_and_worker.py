@@ -1,29 +1,19 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from prefect.deployments import run_deployment
 
+from flows.local_server import prefect_cli
 from tests.integration.conftest import BIN, ROOT
 
 pytestmark = pytest.mark.integration
 
 
 def _prefect(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    return prefect_cli(env, *args, cwd=ROOT, timeout=240)
 
 
 def test_prefect_deploy_all_then_a_process_worker_runs_a_flow(

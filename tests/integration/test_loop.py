@@ -51,9 +51,11 @@ from flows.training import TrainingParams, training
 from tasks.monitoring.lineage import lineage_lines, read_lineage
 from tasks.monitoring.policy import MonitoringPolicy as Watch
 from tasks.serving.local_target import LocalTarget
-from tasks.serving.replay import Traffic, replay
+from tasks.serving.replay import Traffic, label_rows, replay
 from tasks.serving.rollout import RolloutPolicy as Rollout
+from tasks.specs.datasets import get_dataset
 from tests.integration.conftest import BIN, ROOT, Processes, free_port, wait_for
+from tests.integration.test_deploy_and_worker import _prefect
 
 pytestmark = pytest.mark.integration
 NAME = "credit-loop"
@@ -62,19 +64,6 @@ END = date.today() - timedelta(days=1)
 DRIFT_START = END - timedelta(days=400)
 FIELDS = ["customer_id", "loan_amount", "term_months", "purpose", "missed_payments_12m"]
 DRIFT = "mlops.model.drift-detected"
-
-
-def _prefect(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [str(BIN / "prefect"), *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def _events(api: str, name: str) -> list[dict[str, Any]]:
@@ -97,10 +86,8 @@ def _send(url: str, apps: pd.DataFrame) -> None:
 
 
 def _applications(raw: Path, start: int, n: int, after_drift: bool = False) -> pd.DataFrame:
-    apps = pd.read_parquet(raw / "applications")
-    if after_drift:
-        apps = apps[apps["application_ts"] >= pd.Timestamp(DRIFT_START, tz="UTC")]
-    return apps.sample(frac=1.0, random_state=0).iloc[start : start + n]
+    since = pd.Timestamp(DRIFT_START, tz="UTC") if after_drift else None
+    return label_rows(raw, get_dataset("credit_risk"), since).iloc[start : start + n]
 
 
 @pytest.fixture(scope="module")
