@@ -39,7 +39,7 @@ RUN_BY: dict[tuple[str, str], tuple[str, str]] = {
     ("prefect", "--no-prompt"): ("tests/integration/test_loop.py", '"--no-prompt", "deploy"'),
     ("prefect", "worker"): ("tests/integration/test_loop.py", '"worker", "start"'),
     ("prefect", "variable"): ("tests/integration/test_loop.py", '"variable", "set"'),
-    ("curl", "/api/v1.0/predictions"): ("tests/flows/test_monitoring_flow.py", "/predictions"),
+    ("curl", "/api/v1.0/predictions"): ("tests/flows/test_monitoring_flow.py", "replay(url, apps"),
     ("curl", "/api/v1.0/feedback"): ("tests/flows/test_monitoring_flow.py", "/feedback"),
     ("export", "PREFECT_API_URL"): ("tests/integration/conftest.py", '"PREFECT_API_URL"'),
 }
