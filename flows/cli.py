@@ -120,6 +120,8 @@ def cmd_models(args: argparse.Namespace) -> None:
     name, ref = [*words, None, None][:2]
     if args.lineage and ref is None:
         raise SystemExit("mlops models NAME REF --lineage: which version (a number or an alias)")
+    if args.history and (name is None or (ref is not None and ref.isdigit())):
+        raise SystemExit("mlops models NAME [ALIAS] --history: which model (and alias)")
     if args.root:
         registry = Registry(args.root)
     else:
@@ -138,6 +140,9 @@ def cmd_models(args: argparse.Namespace) -> None:
                     f"{name} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  {tags or ''}"
                     f"  validation: {decision.get('decision', '-')}"
                 )
+        elif args.history:
+            for move in registry.alias_history(name, ref):
+                print(_move_line(move))
         elif args.lineage:
             _print_lineage(registry, name, registry.resolve(name, ref))
         else:
@@ -148,6 +153,17 @@ def cmd_models(args: argparse.Namespace) -> None:
             print("last decision:", json.dumps(_last_decision(registry, name, version.version)))
     except RegistryError as exc:
         raise SystemExit(str(exc)) from exc
+
+
+def _move_line(move: Any) -> str:
+    def at(version: int | None) -> str:
+        return "-" if version is None else f"v{version}"
+
+    reason = f"  reason: {json.dumps(move.reason)}" if move.reason else ""
+    return (
+        f"{move.at:%Y-%m-%d %H:%M:%S}  {move.alias} #{move.seq}: {at(move.previous)} -> "
+        f"{at(move.version)}  by {move.by}{reason}"
+    )
 
 
 def _print_lineage(registry: Any, name: str, version: int) -> None:
@@ -438,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser(
         "models",
         help="list models, a model's versions or one version; promote or roll back by hand",
-        usage="mlops models [NAME [REF [--lineage]]] | promote NAME VERSION --reason TEXT | "
-        "rollback NAME --reason TEXT",
+        usage="mlops models [NAME [REF [--lineage]]] | NAME [ALIAS] --history | "
+        "promote NAME VERSION --reason TEXT | rollback NAME --reason TEXT",
     )
     models.add_argument("words", nargs="*", help="NAME [REF], or promote/rollback and theirs")
     models.add_argument("--reason", default=None, help="promote/rollback: why (recorded)")
@@ -448,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--policy-block", dest="policy_block", default=None)
     models.add_argument("--root", default=None, help="a registry root URI (overrides the block)")
     models.add_argument("--no-server", action="store_true")
+    models.add_argument(
+        "--history", action="store_true", help="NAME [ALIAS]: every alias move, who and why"
+    )
     models.add_argument(
         "--lineage", action="store_true", help="NAME REF: event -> runs -> gates -> rollout"
     )

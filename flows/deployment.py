@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.transactions import transaction
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -175,6 +176,7 @@ def _deployment(params: DeploymentParams) -> DeploymentResult:
         return on_kubernetes(registry, name, champion, version, params, target_block, policy)
 
     target = LocalTarget(target_block.local_settings(), name)
+    actor = _actor(params)
     outcome: dict[str, Any] = {
         "model": name,
         "version": version,
@@ -237,7 +239,7 @@ def _deployment(params: DeploymentParams) -> DeploymentResult:
                     check_predictor(new, version, folder, policy)
                     route_traffic(target, Routing(main=new.pid))
                     retire = [main, challenger]
-                move_alias(registry, name, "champion", version)
+                move_alias(registry, name, "champion", version, champion, actor, _why(params))
             decision = "rolled-back" if params.action == "rollback" else "promoted"
             outcome.update(decision=decision, champion_after=version, reasons=[])
         except RolloutRejected as exc:
@@ -276,6 +278,16 @@ def _deployment(params: DeploymentParams) -> DeploymentResult:
         record=stamp,
         url=target.url,
     )
+
+
+def _actor(params: DeploymentParams) -> str:
+    return f"{params.actor} (flow run {flow_run.name})"
+
+
+def _why(params: DeploymentParams) -> str:
+    if params.action == "rollout":
+        return "rollout: smoke checks and the observation window passed"
+    return f"{params.action}: {params.reason}"
 
 
 def on_kubernetes(
@@ -319,7 +331,7 @@ def on_kubernetes(
             block.log_claim,
         )
     if outcome["decision"] == "promoted":
-        move_alias(registry, name, "champion", version)
+        move_alias(registry, name, "champion", version, champion, _actor(params), _why(params))
         if params.action == "rollback":
             outcome["decision"] = "rolled-back"
     outcome.update(

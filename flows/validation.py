@@ -8,6 +8,7 @@ from typing import Any, Literal
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import FeatureRepo, ModelRegistry, ValidationPolicy, load_or_default, resolve_dataset
@@ -141,8 +142,13 @@ def validation(params: ValidationParams = ValidationParams()) -> ValidationResul
     outcome = decision_outcome(decision, failing, found.record, approval)
     record_decision(registry, name, version, outcome)
     if decision == "challenger":
-        registry.set_alias(name, "challenger", version)
-        logger.info("%s v%s is now the challenger", name, version)
+        by = f"validation (flow run {flow_run.name})"
+        why = f"passed the validation gates (evidence {found.record})"
+        now = registry.advance_alias(name, "challenger", version, by=by, reason=why)
+        if now == version:
+            logger.info("%s v%s is now the challenger", name, version)
+        else:
+            logger.info("%s v%s passed; the challenger stays v%s, a newer one", name, version, now)
     else:
         logger.warning("%s v%s rejected; failed gates: %s", name, version, failing)
     return ValidationResult(

@@ -1,22 +1,29 @@
 """The model registry: numbered, immutable versions per model name, and movable aliases.
 
-Layout under the root (a local folder or any fsspec URI):
+Layout under the root (a local folder, or s3://):
 
-    <model>/versions/<n>/metadata.json      what trained it, on what, with which results
-    <model>/versions/<n>/<files>            the model file(s), the reference sample, ...
-    <model>/versions/<n>/records/<kind>/<t>/ evidence added later (validation, ...), at time t
-    <model>/aliases/<alias>                 the version number an alias points to
+    <model>/versions/<n>/metadata.json        what trained it, on what, with which results
+    <model>/versions/<n>/<files>              the model file(s), reference sample ... (local)
+    <model>/files/<id>/<files>                the same on an object store (`location` says which)
+    <model>/versions/<n>/records/<kind>/<t>   evidence added later (validation, ...), at time t
+    <model>/aliases/<alias>.json              the version an alias points to, who moved it, why
+    <model>/alias-history/<alias>/<seq>.json  every move of the alias, in order
 
-A version is written completely under a staging folder, then claimed by renaming the folder to
-the next free number: a rename onto an existing version fails, so concurrent registrations get
-distinct numbers and a reader never sees a half-written version. An alias is replaced by
-writing a temporary file and renaming it over the old one. Nothing is overwritten in place.
+A version is written completely before it is claimed, so a reader never sees half of one.
+Locally the claim renames the staging folder to the next free number (rename(2) onto an
+existing version fails). On an object store, where a rename is a copy then a delete, the files
+stay in their own folder and the claim is a create-if-absent PUT of the version's
+`metadata.json`. Aliases move by compare-and-swap on their document (link and lock locally,
+If-Match on S3), and every move lands in the alias history. Nothing is overwritten in place.
 """
 
 from __future__ import annotations
 
+import getpass
+import json
 import os
 import re
+import socket
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,12 +32,19 @@ from typing import Any
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.registry.objects import ConditionalWritesUnsupported, conditional_objects
+
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 METADATA = "metadata.json"
+UNSET: Any = object()  # `expected` not given: the move happens whatever the alias holds
 
 
 class RegistryError(ValueError):
     """A registry request that cannot be served; the message names the model and version."""
+
+
+class AliasConflict(RegistryError):
+    """An alias was not where the mover expected it (someone else moved it first)."""
 
 
 class ModelVersion(BaseModel):
@@ -43,17 +57,48 @@ class ModelVersion(BaseModel):
     created_at: datetime
     files: list[str]
     metadata: dict[str, Any] = Field(default_factory=dict)
+    location: str | None = None  # the files' folder under the model, if not the version's own
+
+
+class AliasMove(BaseModel):
+    """One move of an alias: the alias document, and one entry of its history."""
+
+    alias: str
+    version: int | None  # None: removed
+    previous: int | None
+    seq: int = Field(ge=0)
+    at: datetime
+    by: str
+    reason: str = ""
+
+
+def default_actor() -> str:
+    """Who moves an alias when the caller does not say: user@host (pid)."""
+    return f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
 
 
 class Registry:
-    """A model registry rooted at `root` (local path or fsspec URI)."""
+    """A model registry rooted at `root` (a local path or s3:// URI; `storage_options` go to
+    fsspec). RegistryError for a store without conditional writes."""
 
-    def __init__(self, root: str) -> None:
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+    def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.fs, self.root = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
         self.uri = root
+        self.local = _is_local(self.fs)
+        try:
+            self.objects = conditional_objects(self.fs, self.root, root)
+        except ConditionalWritesUnsupported as exc:
+            raise RegistryError(str(exc)) from exc
 
     def _dir(self, *parts: object) -> str:
         return "/".join([self.root.rstrip("/"), *(str(p) for p in parts)])
+
+    def _ls(self, folder: str) -> list[str]:
+        """Names in `folder` ([] if absent), read afresh from the store."""
+        self.fs.invalidate_cache(folder)
+        if not self.fs.exists(folder):
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
 
     def register(
         self,
@@ -73,7 +118,9 @@ class Registry:
         return version
 
     def _staged(self, name: str, files: Mapping[str, bytes]) -> str:
-        staging = self._dir(name, f".staging-{uuid.uuid4().hex}")
+        """A new folder holding `files`: hidden staging locally, `files/<id>` on a store."""
+        key = uuid.uuid4().hex
+        staging = self._dir(name, f".staging-{key}" if self.local else f"files/{key}")
         try:
             self.fs.makedirs(staging, exist_ok=False)
             for file, content in files.items():
@@ -88,7 +135,7 @@ class Registry:
     def record(self, name: str, ref: int | str, kind: str, files: Mapping[str, bytes]) -> str:
         """Attach evidence (`kind`: validation, ...) to a version without changing it.
 
-        Written completely, then renamed into place; returns the record's UTC timestamp.
+        Written completely, then claimed under a fresh timestamp; returns that timestamp.
         """
         if not NAME.match(kind):
             raise RegistryError(f"invalid record kind '{kind}'")
@@ -99,11 +146,15 @@ class Registry:
             self.fs.makedirs(folder, exist_ok=True)
             while True:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-                try:
-                    _rename_exclusive(self.fs, staging, f"{folder}/{stamp}")
+                if self.local:
+                    try:
+                        _rename_exclusive(staging, f"{folder}/{stamp}")
+                        return stamp
+                    except FileExistsError:
+                        continue
+                pointer = json.dumps({"location": _location(staging)}).encode()
+                if self.objects.create(f"{folder}/{stamp}.json", pointer):
                     return stamp
-                except FileExistsError:
-                    continue
         except BaseException:
             if self.fs.exists(staging):
                 self.fs.rm(staging, recursive=True)
@@ -112,17 +163,27 @@ class Registry:
     def records(self, name: str, ref: int | str, kind: str) -> list[str]:
         """Timestamps of a version's records of `kind`, oldest first."""
         folder = self._dir(name, "versions", self.resolve(name, ref), "records", kind)
-        if not self.fs.exists(folder):
-            return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
+        names = self._ls(folder)
+        return sorted(names if self.local else (n[:-5] for n in names if n.endswith(".json")))
+
+    def _record_dir(self, name: str, ref: int | str, kind: str, stamp: str) -> str:
+        folder = self._dir(name, "versions", self.resolve(name, ref), "records", kind)
+        if self.local:
+            return f"{folder}/{stamp}"
+        found = self.objects.read(f"{folder}/{stamp}.json")
+        if found is None:
+            raise RegistryError(f"model '{name}' v{ref}: no {kind} record {stamp}")
+        return self._dir(name, json.loads(found[0])["location"])
 
     def record_uri(self, name: str, ref: int | str, kind: str, stamp: str, file: str) -> str:
-        path = self._dir(name, "versions", self.resolve(name, ref), "records", kind, stamp, file)
-        return path if "://" not in self.uri else self.fs.unstrip_protocol(path)
+        return self._uri(f"{self._record_dir(name, ref, kind, stamp)}/{file}")
 
     def read_record(self, name: str, ref: int | str, kind: str, stamp: str, file: str) -> bytes:
-        with self.fs.open(self.record_uri(name, ref, kind, stamp, file), "rb") as fh:
+        with self.fs.open(f"{self._record_dir(name, ref, kind, stamp)}/{file}", "rb") as fh:
             return bytes(fh.read())
+
+    def _uri(self, path: str) -> str:
+        return path if self.local else self.fs.unstrip_protocol(path)
 
     def _claim(
         self, name: str, staging: str, metadata: dict[str, Any], files: list[str]
@@ -136,28 +197,27 @@ class Registry:
                 created_at=datetime.now(UTC),
                 files=files,
                 metadata=metadata,
+                location=None if self.local else _location(staging),
             )
+            text = version.model_dump_json(indent=2, exclude_none=True)
             with self.fs.open(f"{staging}/{METADATA}", "w") as fh:
-                fh.write(version.model_dump_json(indent=2))
+                fh.write(text)
             target = self._dir(name, "versions", number)
-            try:
-                _rename_exclusive(self.fs, staging, target)
+            if self.local:
+                try:
+                    _rename_exclusive(staging, target)
+                    return version
+                except FileExistsError:
+                    pass
+            elif self.objects.create(f"{target}/{METADATA}", text.encode()):
                 return version
-            except FileExistsError:
-                number += 1
+            number += 1
 
     def _numbers(self, name: str) -> list[int]:
-        folder = self._dir(name, "versions")
-        if not self.fs.exists(folder):
-            return []
-        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
-        return [int(n) for n in names if n.isdigit()]
+        return [int(n) for n in self._ls(self._dir(name, "versions")) if n.isdigit()]
 
     def models(self) -> list[str]:
-        if not self.fs.exists(self.root):
-            return []
-        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
-        return sorted(n for n in names if NAME.match(n) and self._numbers(n))
+        return sorted(n for n in self._ls(self.root) if NAME.match(n) and self._numbers(n))
 
     def versions(self, name: str) -> list[ModelVersion]:
         return [self.get(name, n) for n in sorted(self._numbers(name))]
@@ -165,8 +225,7 @@ class Registry:
     def get(self, name: str, ref: int | str) -> ModelVersion:
         """A version by number, or by alias (`champion`, `challenger`, ...)."""
         number = self.resolve(name, ref)
-        path = self._dir(name, "versions", number, METADATA)
-        with self.fs.open(path, "r") as fh:
+        with self.fs.open(self._dir(name, "versions", number, METADATA), "r") as fh:
             return ModelVersion.model_validate_json(fh.read())
 
     def resolve(self, name: str, ref: int | str) -> int:
@@ -181,49 +240,154 @@ class Registry:
         return aliases[str(ref)]
 
     def read(self, name: str, ref: int | str, file: str) -> bytes:
-        number = self.resolve(name, ref)
-        with self.fs.open(self._dir(name, "versions", number, file), "rb") as fh:
+        with self.fs.open(f"{self.version_path(name, ref)}/{file}", "rb") as fh:
             return bytes(fh.read())
 
     def version_path(self, name: str, ref: int | str) -> str:
-        """The version's folder, as a path within the registry's filesystem."""
-        return self._dir(name, "versions", self.resolve(name, ref))
+        """The folder holding the version's files and metadata, as a path in `self.fs`."""
+        version = self.get(name, ref)
+        if version.location is None:
+            return self._dir(name, "versions", version.version)
+        return self._dir(name, version.location)
 
     def file_uri(self, name: str, ref: int | str, file: str) -> str:
-        path = self._dir(name, "versions", self.resolve(name, ref), file)
-        return path if "://" not in self.uri else self.fs.unstrip_protocol(path)
+        return self._uri(f"{self.version_path(name, ref)}/{file}")
+
+    def version_uri(self, name: str, ref: int | str) -> str:
+        return self._uri(self.version_path(name, ref))
 
     def aliases(self, name: str) -> dict[str, int]:
-        folder = self._dir(name, "aliases")
-        if not self.fs.exists(folder):
-            return {}
         out = {}
-        for path in self.fs.ls(folder, detail=False):
-            alias = path.rstrip("/").rsplit("/", 1)[-1]
-            if alias.startswith("."):
-                continue
-            with self.fs.open(path, "r") as fh:
-                out[alias] = int(fh.read().strip())
+        for alias in {n.removesuffix(".json") for n in self._ls(self._dir(name, "aliases"))}:
+            if NAME.match(alias):
+                move = self._alias(name, alias)[0]
+                if move is not None and move.version is not None:
+                    out[alias] = move.version
         return dict(sorted(out.items()))
 
-    def set_alias(self, name: str, alias: str, ref: int | str) -> int:
-        """Point `alias` at a version (by number or another alias), atomically."""
+    def _alias(self, name: str, alias: str) -> tuple[AliasMove | None, str | None]:
+        """The alias's document and its token for a compare-and-swap (None: never set)."""
+        found = self.objects.read(self._dir(name, "aliases", f"{alias}.json"))
+        if found is not None:
+            return AliasMove.model_validate_json(found[0]), found[1]
+        legacy = self.objects.read(self._dir(name, "aliases", alias))  # before alias documents
+        if legacy is None:
+            return None, None
+        at = datetime.fromtimestamp(0, UTC)
+        return AliasMove(
+            alias=alias, version=int(legacy[0]), previous=None, seq=0, at=at, by="unknown"
+        ), None
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        ref: int | str | None,
+        *,
+        expected: int | None = UNSET,
+        by: str | None = None,
+        reason: str = "",
+    ) -> int | None:
+        """Point `alias` at a version (by number or another alias; None removes it).
+
+        With `expected` (a version, or None for "not set") the move happens only if the alias
+        still points there, else AliasConflict. Without it the move wins over concurrent ones,
+        and every move is kept in the alias history.
+        """
         if not NAME.match(alias):
             raise RegistryError(f"invalid alias '{alias}' (lowercase letters, digits, - and _)")
-        number = self.resolve(name, ref)
-        folder = self._dir(name, "aliases")
-        self.fs.makedirs(folder, exist_ok=True)
-        tmp = f"{folder}/.{alias}.{uuid.uuid4().hex}"
-        with self.fs.open(tmp, "w") as fh:
-            fh.write(str(number))
-        self.fs.mv(tmp, f"{folder}/{alias}")
-        return number
+        number = None if ref is None else self.resolve(name, ref)
+        path = self._dir(name, "aliases", f"{alias}.json")
+        while True:
+            current, token = self._alias(name, alias)
+            now = None if current is None else current.version
+            if expected is not UNSET and now != expected:
+                raise AliasConflict(
+                    f"model '{name}': alias '{alias}' points to "
+                    f"{'nothing' if now is None else f'v{now}'}, not "
+                    f"{'nothing' if expected is None else f'v{expected}'} as expected (moved by "
+                    f"{current.by if current else '-'} at {current.at if current else '-'}); "
+                    "nothing changed"
+                )
+            if current is None and number is None:
+                return None
+            if current is not None and current.seq:
+                self._archive(name, current)
+            move = AliasMove(
+                alias=alias,
+                version=number,
+                previous=now,
+                seq=(current.seq if current else 0) + 1,
+                at=datetime.now(UTC),
+                by=by or default_actor(),
+                reason=reason,
+            )
+            data = move.model_dump_json(indent=2).encode()
+            if (
+                self.objects.create(path, data)
+                if token is None
+                else self.objects.replace(path, data, token)
+            ):
+                self._archive(name, move)
+                if current is not None and current.seq == 0:
+                    self.fs.rm(self._dir(name, "aliases", alias))
+                return number
 
-    def remove_alias(self, name: str, alias: str) -> None:
-        """Remove `alias` (nothing if it is not set)."""
-        path = f"{self._dir(name, 'aliases')}/{alias}"
-        if self.fs.exists(path):
-            self.fs.rm(path)
+    def advance_alias(self, name: str, alias: str, version: int, *, by: str, reason: str) -> int:
+        """Move `alias` forward to `version`, never back past a newer version another writer put
+        there; returns where the alias points afterwards."""
+        while True:
+            now = self.aliases(name).get(alias)
+            if now is not None and now >= version:
+                return now
+            try:
+                self.set_alias(name, alias, version, expected=now, by=by, reason=reason)
+                return version
+            except AliasConflict:
+                continue
+
+    def remove_alias(
+        self,
+        name: str,
+        alias: str,
+        *,
+        expected: int | None = UNSET,
+        by: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """Remove `alias` (nothing if it is not set); the removal is kept in its history."""
+        self.set_alias(name, alias, None, expected=expected, by=by, reason=reason)
+
+    def _archive(self, name: str, move: AliasMove) -> None:
+        """Put `move` into the alias history (idempotent: a move's entry is written once)."""
+        path = self._dir(name, "alias-history", move.alias, f"{move.seq:010d}.json")
+        self.objects.create(path, move.model_dump_json(indent=2).encode())
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        """Every move of `alias` (or of all aliases), oldest first per alias."""
+        aliases = [alias] if alias else self._ls(self._dir(name, "alias-history"))
+        moves: list[AliasMove] = []
+        for each in sorted(a for a in aliases if NAME.match(a)):
+            folder = self._dir(name, "alias-history", each)
+            entries = sorted(n for n in self._ls(folder) if n.endswith(".json"))
+            for entry in entries:
+                found = self.objects.read(f"{folder}/{entry}")
+                if found is not None:
+                    moves.append(AliasMove.model_validate_json(found[0]))
+            current = self._alias(name, each)[0]
+            if current is not None and current.seq and all(m.seq != current.seq for m in moves):
+                moves.append(current)  # its mover stopped before archiving it
+        return moves
+
+
+def _location(staging: str) -> str:
+    """`files/<id>`: where a staged folder lies under its model."""
+    return "/".join(staging.rsplit("/", 2)[-2:])
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & {"file", "local"})
 
 
 def _check_name(name: str) -> None:
@@ -241,21 +405,12 @@ def _check_files(name: str, files: Mapping[str, bytes]) -> None:
             raise RegistryError(f"model '{name}': invalid file name '{file}'")
 
 
-def _rename_exclusive(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:
-    """Rename a folder onto `dst` only if `dst` does not exist (FileExistsError otherwise).
-
-    On a local filesystem this is one rename(2), which fails when the target is a non-empty
-    folder, so two writers can never take the same number. Object stores have no atomic
-    rename: there the check and the move are two steps.
-    """
-    if "file" in fs.protocol or "local" in fs.protocol:
-        try:
-            os.rename(src, dst)
-        except OSError as exc:
-            if os.path.exists(dst):
-                raise FileExistsError(dst) from exc
-            raise
-        return
-    if fs.exists(dst):
-        raise FileExistsError(dst)
-    fs.mv(src, dst, recursive=True)
+def _rename_exclusive(src: str, dst: str) -> None:
+    """Rename a local folder onto `dst` only if `dst` does not exist (FileExistsError otherwise):
+    one rename(2), which fails when the target is a non-empty folder."""
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if os.path.exists(dst):
+            raise FileExistsError(dst) from exc
+        raise

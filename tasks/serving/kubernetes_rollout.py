@@ -30,11 +30,6 @@ from tasks.serving.rollout import (
 )
 
 
-def version_uri(registry: Registry, name: str, version: int) -> str:
-    path = registry.version_path(name, version)
-    return path if "://" not in registry.uri else registry.fs.unstrip_protocol(path)
-
-
 def manifest_for(
     registry: Registry,
     name: str,
@@ -52,7 +47,7 @@ def manifest_for(
             model_name=name,
             version=version,
             traffic={"main": 100 - canary_percent, "canary": canary_percent}.get(role, 0),
-            model_uri=version_uri(registry, name, version),
+            model_uri=registry.version_uri(name, version),
         )
         for role, version in roles.items()
     ]

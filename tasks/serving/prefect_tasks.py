@@ -155,21 +155,28 @@ def _restore_routing(txn: Transaction) -> None:
 
 
 @task(name="move-alias", cache_policy=NO_CACHE, task_run_name="{alias}-to-v{version}")
-def move_alias(registry: Registry, name: str, alias: str, version: int) -> int | None:
-    """Point `alias` at `version`; returns where it pointed (restored on rollback)."""
-    before = registry.aliases(name).get(alias)
-    registry.set_alias(name, alias, version)
-    _stage("alias", (registry, name, alias, before))
-    return before
+def move_alias(
+    registry: Registry,
+    name: str,
+    alias: str,
+    version: int,
+    expected: int | None,
+    by: str,
+    reason: str,
+) -> int | None:
+    """Point `alias` at `version` if it still points at `expected` (AliasConflict otherwise);
+    returns where it pointed (restored on rollback, if nobody moved it since)."""
+    registry.set_alias(name, alias, version, expected=expected, by=by, reason=reason)
+    _stage("alias", (registry, name, alias, expected, version, by))
+    return expected
 
 
 @move_alias.on_rollback
 def _restore_alias(txn: Transaction) -> None:
-    registry, name, alias, before = txn.get("alias")
-    if before is None:
-        registry.remove_alias(name, alias)
-    else:
-        registry.set_alias(name, alias, before)
+    registry, name, alias, before, version, by = txn.get("alias")
+    registry.set_alias(
+        name, alias, before, expected=version, by=by, reason="rolled back with its transaction"
+    )
 
 
 @task(name="observe-window", cache_policy=NO_CACHE, timeout_seconds=3_600)

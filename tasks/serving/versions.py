@@ -13,7 +13,7 @@ from tasks.registry.store import METADATA, Registry
 def version_folder(registry: Registry, name: str, version: int, cache: str | Path) -> str:
     """The version's folder: the registry's own on a local filesystem, else a copy under
     `cache` (written whole, then renamed into place)."""
-    if "file" in registry.fs.protocol or "local" in registry.fs.protocol:
+    if registry.local:
         return registry.version_path(name, version)
     target = Path(cache) / "versions" / str(version)
     if (target / METADATA).is_file():

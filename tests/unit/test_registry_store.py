@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from tasks.registry.store import Registry, RegistryError
+from tasks.registry.store import AliasConflict, Registry, RegistryError
 
 pytestmark = pytest.mark.unit
 
@@ -39,9 +40,9 @@ def test_aliases_move_atomically_and_resolve(tmp_path: Path) -> None:
     assert registry.read("churn", "champion", "model.txt") == b"a"
     registry.set_alias("churn", "champion", "challenger")  # promote
     assert registry.aliases("churn") == {"challenger": 2, "champion": 2}
-    assert sorted(p.name for p in (tmp_path / "churn" / "aliases").iterdir()) == [
-        "challenger",
-        "champion",
+    assert sorted(p.name for p in (tmp_path / "churn" / "aliases").glob("[!.]*")) == [
+        "challenger.json",
+        "champion.json",
     ]
     with pytest.raises(RegistryError, match=r"model 'churn' has no version 7; versions: \[1, 2\]"):
         registry.set_alias("churn", "champion", 7)
@@ -110,3 +111,81 @@ def test_records_attach_evidence_without_touching_the_version(tmp_path: Path) ->
         registry.record("m", 1, "validation", {"a/b": b""})
     assert registry.records("m", 1, "validation") == [first, second]
     assert not list(tmp_path.glob("m/.staging-*"))
+
+
+def _move_forward(root: str, writer: int, moves: int) -> int:
+    """`moves` compare-and-swap moves of `champion` to the next version; the count that won."""
+    registry, won = Registry(root), 0
+    while won < moves:
+        now = registry.aliases("churn").get("champion")
+        try:
+            registry.set_alias(
+                "churn", "champion", 1 + (now or 0) % 3, expected=now, by=f"writer {writer}"
+            )
+            won += 1
+        except AliasConflict:
+            continue
+    return won
+
+
+def test_aliases_move_by_compare_and_swap_and_every_move_is_in_the_history(
+    tmp_path: Path, capsys
+) -> None:
+    registry = Registry(str(tmp_path))
+    for content in (b"a", b"b", b"c"):
+        registry.register("churn", {"model.txt": content}, {})
+    registry.set_alias("churn", "champion", 1, expected=None, by="ci", reason="first")
+    with pytest.raises(AliasConflict, match=r"alias 'champion' points to v1, not v2 as expected"):
+        registry.set_alias("churn", "champion", 3, expected=2)
+    with pytest.raises(AliasConflict, match="points to v1, not nothing"):
+        registry.set_alias("churn", "champion", 3, expected=None)
+    assert registry.aliases("churn") == {"champion": 1}  # the refused moves changed nothing
+    # 4 processes x 5 conditional moves: each won move is one step of one unbroken chain
+    with mp.get_context("spawn").Pool(4) as pool:
+        assert pool.starmap(_move_forward, [(str(tmp_path), w, 5) for w in range(4)]) == [5] * 4
+    history = registry.alias_history("churn", "champion")
+    assert [m.seq for m in history] == list(range(1, 22))
+    assert all(b.previous == a.version for a, b in itertools.pairwise(history))
+    assert {m.by for m in history[1:]} == {f"writer {w}" for w in range(4)}
+    assert registry.aliases("churn")["champion"] == history[-1].version
+    # unconditional moves also each land in the history; a removal is a move to nothing
+    registry.remove_alias("churn", "champion", by="ops", reason="retired")
+    assert registry.aliases("churn") == {}
+    assert registry.alias_history("churn", "champion")[-1].version is None
+    with pytest.raises(RegistryError, match="has no alias 'champion'"):
+        registry.get("churn", "champion")
+    main(["models", "churn", "champion", "--history", "--root", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 22 and 'champion #1: - -> v1  by ci  reason: "first"' in lines[0]
+    assert lines[-1].endswith(
+        "champion #22: v" + str(history[-1].version) + ' -> -  by ops  reason: "retired"'
+    )
+
+
+def test_the_challenger_only_moves_forward(tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path))
+    for content in (b"a", b"b", b"c"):
+        registry.register("churn", {"model.txt": content}, {})
+    assert registry.advance_alias("churn", "challenger", 3, by="validation of v3", reason="ok") == 3
+    # a slower validation of an older version finishing later leaves the newer challenger
+    assert registry.advance_alias("churn", "challenger", 2, by="validation of v2", reason="ok") == 3
+    assert [m.version for m in registry.alias_history("churn", "challenger")] == [3]
+
+
+def test_aliases_written_before_alias_documents_still_resolve(tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path))
+    registry.register("churn", {"model.txt": b"a"}, {})
+    registry.register("churn", {"model.txt": b"b"}, {})
+    (tmp_path / "churn" / "aliases").mkdir()
+    (tmp_path / "churn" / "aliases" / "champion").write_text("1")  # the earlier layout
+    assert registry.aliases("churn") == {"champion": 1}
+    registry.set_alias("churn", "champion", 2, expected=1)
+    assert registry.aliases("churn") == {"champion": 2}
+    assert not (tmp_path / "churn" / "aliases" / "champion").exists()
+    (move,) = registry.alias_history("churn", "champion")
+    assert (move.previous, move.version, move.seq) == (1, 2, 1)
+
+
+def test_a_store_without_conditional_writes_is_refused() -> None:
+    with pytest.raises(RegistryError, match=r"registry root 'memory://reg'.*no conditional writes"):
+        Registry("memory://reg")
