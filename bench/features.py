@@ -17,8 +17,10 @@
    (tasks/feature_store/online_store.py); Feast's SDK `get_online_features(...).to_dict()` on
    the same store and on Feast's built-in SQLite store; Feast's feature server (`feast serve`):
    an HTTP POST to /get-online-features on 127.0.0.1 and its response bytes read (not
-   parsed), whose added latency over the SDK is reported. Also: `materialize` of every view
-   (whole TTL windows) into the SQLite online store and into Feast's built-in one.
+   parsed), whose added latency over the SDK is reported; and on Feast's Redis online store
+   (a redis-server on 127.0.0.1 started here) `RedisOnlineReader.read` (the serving path,
+   deployments/redis_reader.py) beside Feast's SDK. Also: `materialize` of every view (whole
+   TTL windows) into the SQLite online store, Feast's built-in one and the Redis one.
 
     python -m bench.features                     # 1M entity rows, 2M transactions
     python -m bench.features --entities 2000 --transactions 20000 --repeats 1 --lookups 40
@@ -55,6 +57,7 @@ from bench.results import add_json_arg, write_json
 from features.credit_risk.generator import generate_demo
 from tasks.data.preprocess import build_features, plan_sources
 from tasks.feature_store.definitions import view_name
+from tasks.feature_store.local_redis import LocalRedis
 from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
 from tasks.feature_store.store import (
     StoreSettings,
@@ -337,6 +340,7 @@ def online(
     features: Path,
     store: FeatureStore,
     reference: FeatureStore,
+    redis_store: FeatureStore,
     repo: Path,
     data_root: Path,
     lookups: int,
@@ -349,7 +353,7 @@ def online(
         n: [[{KEY: int(c)} for c in rng.choice(ids, n, replace=False)] for _ in range(lookups)]
         for n in (1, 100)
     }
-    reader = online_reader(store, SERVICE)
+    reader, redis_reader = online_reader(store, SERVICE), online_reader(redis_store, SERVICE)
 
     refs = stored_refs(stored_features(store, SERVICE))
 
@@ -361,6 +365,8 @@ def online(
         "Feast SDK get_online_features().to_dict()": sdk(store),
         "the same, Feast's built-in SQLite store": sdk(reference),
         "feast serve: HTTP POST, response read": lambda rows: over_http(port, refs, rows),
+        "RedisOnlineReader.read, Feast's Redis store": redis_reader.read,
+        "Feast SDK, the same Redis store": sdk(redis_store),
     }
     server = start_feature_server(repo, data_root, port)
     try:
@@ -387,7 +393,7 @@ def online(
         sdk_name, http_name = list(paths)[1], list(paths)[3]
         added = results[(http_name, n)][0] - results[(sdk_name, n)][0]
         print(f"    the feature server adds p50 {added:+.2f} ms to the SDK in process")
-    print("  targets in process: p99 < 2 ms for 1 entity, < 5 ms for 100")
+    print("  targets in process (the readers): p99 < 2 ms for 1 entity, < 5 ms for 100")
     return figures
 
 
@@ -426,9 +432,22 @@ def main() -> None:
         replace(settings, registry_path=str(feast_root / "registry.db")),
         online={"type": "sqlite", "path": str(feast_root / "online_store.db")},
     )
+    redis_server = LocalRedis(work / "redis.log").start()
+    redis_store = open_store(
+        replace(
+            settings,
+            registry_path=str(work / "feast-redis" / "registry.db"),
+            online_store="redis",
+            redis_connection_string=redis_server.connection_string,
+        )
+    )
     now = datetime.now(UTC)
     loads = {}
-    for name, target in (("SQLite online store", store), ("Feast's SQLite store", reference)):
+    for name, target in (
+        ("SQLite online store", store),
+        ("Feast's SQLite store", reference),
+        ("Feast's Redis store", redis_store),
+    ):
         apply_definitions(target, spec, str(link))
         start = time.perf_counter()
         materialize(target, spec, end=now)
@@ -438,7 +457,12 @@ def main() -> None:
     print("materialize (every view, its whole TTL window, same rows), one run each:")
     for name, seconds in loads.items():
         print(f"  {name:>22}: {seconds:6.2f} s")
-    lookups = online(spec, features, store, reference, repo, data_root, args.lookups, args.port)
+    try:
+        lookups = online(
+            spec, features, store, reference, redis_store, repo, data_root, args.lookups, args.port
+        )
+    finally:
+        redis_server.stop()
     figures = {"historical": offline, "materialize_s": loads, "online": lookups}
     write_json(args.json, "features", args, figures)
     if args.work is None:

@@ -27,7 +27,10 @@ class ServingTarget(Block):
     host: str = Field(default="127.0.0.1", description="Address nginx and predictors bind.")
     port: int = Field(default=9000, ge=1, le=65535, description="nginx: the model's address.")
     serving_python: str = Field(default=".venv-serving/bin/python")
-    online_store: str = Field(default="data/feast/online_store.db", description="SQLite path.")
+    online_store: str = Field(
+        default="data/feast/online_store.db",
+        description="SQLite online store file, or Feast's Redis store as redis://host:port/db.",
+    )
     workers: int = Field(default=1, ge=1, le=64, description="gunicorn workers per predictor.")
     threads: int = Field(
         default=2, ge=1, le=64, description="Per worker; >1 keeps connections alive."

@@ -7,7 +7,8 @@ Parameters (Seldon passes them to the constructor): `model_dir` (the version's f
 registry version folder, or where Seldon's storage initializer put `modelUri` in a cluster),
 `role` (main | canary | shadow), `model_name`, `version` and `project` (if given, the folder's
 version and its contract's Feast project must match them, or the load fails), `online_store`
-(the SQLite online store; without it only requests carrying their features are served),
+(the SQLite online store's file, or Feast's Redis store as redis://host:port/db; without it
+only requests carrying their features are served),
 `log_dir` (the request and labels logs, deployments/request_log.py), `max_rows` (a larger
 batch is answered 413), the request log's segment size, age and fsync interval, and how often
 metrics are handed to Seldon (`metrics_interval_s`).
@@ -41,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from deployments.contract import SERVING, ContractError, ServingContract
-from deployments.online_reader import OnlineReader, OnlineStoreError, key_value
+from deployments.online_reader import OnlineReader, OnlineStoreError, ViewReader, key_value
 from deployments.predictor import LoadedModel, ModelLoadError, load_folder
+from deployments.redis_reader import RedisOnlineReader
 from deployments.request_log import LABELS, REQUESTS, SegmentWriter, jsonable, utc_now
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class ModelServer:
         self._log_settings = (int(float(segment_mb) * 2**20), float(segment_age_s), float(fsync_s))
         self.model: LoadedModel | None = None
         self.contract: ServingContract | None = None
-        self.reader: OnlineReader | None = None
+        self.reader: ViewReader | None = None
 
     # -- loading and health -------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class ModelServer:
             transforms = contract.transforms()  # a bad path fails the load, not a request
             reader = None
             if self.online_store:
-                reader = OnlineReader(self.online_store, contract.project, contract.views)
+                reader = open_reader(self.online_store, contract.project, contract.views)
         except (OSError, ContractError, OnlineStoreError, ModelLoadError) as exc:
             raise ModelLoadError(f"{self.model_dir}: cannot serve: {exc}") from exc
         found = {"model": model.name, "version": str(model.version), "project": contract.project}
@@ -504,6 +506,13 @@ class ModelServer:
             }
             for i, v in enumerate(flat)
         ]
+
+
+def open_reader(location: str, project: str, views: dict[str, list[str]]) -> ViewReader:
+    """The online store's reader: Feast's Redis store at a redis:// URL, else the SQLite file."""
+    if location.startswith(("redis://", "rediss://")):
+        return RedisOnlineReader(location, project, views)
+    return OnlineReader(location, project, views)
 
 
 def _ingress_id() -> str | None:

@@ -74,57 +74,48 @@ def _timestamp(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-class OnlineReader:
-    """The latest values of some views' features, per entity row, in one query per view.
+class ViewReader:
+    """The latest values of some views' features, per entity row: the read shared by the
+    stores' layouts (SQLite here, Feast's Redis store in deployments/redis_reader.py).
 
-    `expired` and `missing` count, per view, the entity rows whose value was older than the
-    view's TTL, or absent, since the reader was made.
+    A store's reader sets `_views` (view, where it lives, join key types, [(feature, dtype)],
+    TTL in us) and answers `_lookup(views, keys)`. `expired` and `missing` count, per view, the
+    entity rows whose value was older than the view's TTL, or absent, since the reader was made.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        project: str,
-        features: Mapping[str, Sequence[str]],
-        stage: str | None = None,
-    ):
-        """`features`: view name -> the feature names to return, in order; `stage`: read the
-        staged tables of that stage (a materialization not yet promoted)."""
-        if not Path(path).exists():
-            raise OnlineStoreError(f"online store {path} does not exist (materialize first)")
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        self._views: list[tuple[str, str, dict[str, str], list[tuple[str, str]], int]] = []
+    _views: list[tuple[str, str, dict[str, str], list[tuple[str, str]], int]]
+
+    def __init__(self) -> None:
         self.expired: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
+
+    def _check(self, features: Mapping[str, Sequence[str]]) -> None:
         seen: dict[str, str] = {}
-        for view, names in features.items():
-            found = self._conn.execute(
-                f"SELECT join_keys, features, ttl_s FROM {VIEWS_TABLE} WHERE name = ?",
-                (table_name(project, view, stage),),
-            ).fetchone()
-            if found is None:
-                raise OnlineStoreError(f"view '{view}' has no table in online store {path}")
-            join_keys, dtypes = json.loads(found[0]), json.loads(found[1])
-            unknown = [n for n in names if n not in dtypes]
-            if unknown:
-                raise OnlineStoreError(f"view '{view}' has no feature(s) {unknown}")
-            for name in names:
+        for view, _, _, found, _ in self._views:
+            for name, _ in found:
                 if name in seen:
-                    views = f"'{seen[name]}' and '{view}'"
-                    raise OnlineStoreError(f"feature '{name}' is in views {views}")
+                    raise OnlineStoreError(
+                        f"feature '{name}' is in views '{seen[name]}' and '{view}'"
+                    )
                 seen[name] = view
-            ttl_us = int(found[2] or 0) * 1_000_000  # 0: no expiry
-            self._views.append(
-                (
-                    view,
-                    table_name(project, view, stage),
-                    join_keys,
-                    [(n, dtypes[n]) for n in names],
-                    ttl_us,
-                )
-            )
         self.join_keys = list(dict.fromkeys(k for _, _, keys, _, _ in self._views for k in keys))
         self.features = list(seen)
+
+    @staticmethod
+    def _known(view: str, names: Sequence[str], dtypes: Mapping[str, str]) -> None:
+        unknown = [n for n in names if n not in dtypes]
+        if unknown:
+            raise OnlineStoreError(f"view '{view}' has no feature(s) {unknown}")
+
+    def _key(self, pairs: Sequence[tuple[str, int | str]]) -> Any:
+        return entity_key(pairs)
+
+    def _lookup(
+        self, views: list[int], keys: list[Any]
+    ) -> list[dict[Any, tuple[int, Mapping[str, Any]]]]:
+        """Per view (indexes into `_views`, all on the same join keys): key -> (event_us,
+        {feature: value}) of the keys present."""
+        raise NotImplementedError
 
     def read(
         self,
@@ -143,44 +134,90 @@ class OnlineReader:
             except KeyError:
                 missing = next(i for i, row in enumerate(rows) if key not in row)
                 raise OnlineStoreError(f"entity row {missing} lacks join key '{key}'") from None
-        keys_by_join: dict[tuple[tuple[str, str], ...], list[str]] = {}
-        for view, table, join_keys, features, ttl_us in self._views:
-            signature = tuple(join_keys.items())
-            if signature not in keys_by_join:
-                keys_by_join[signature] = [
-                    entity_key([(k, key_value(k, row[k], t)) for k, t in signature]) for row in rows
-                ]
-            keys = keys_by_join[signature]
-            found = self._found(table, list(dict.fromkeys(keys)))
-            stamped = [found.get(k) for k in keys]  # [event_us, values] or None
-            self.missing[view] += sum(v is None for v in stamped)
-            if gaps is not None:
-                gaps.extend((i, view, "missing") for i, v in enumerate(stamped) if v is None)
-            if ttl_us:
-                oldest = now_us - ttl_us
-                fresh = [None if v is None or v[0] < oldest else v for v in stamped]
-                self.expired[view] += sum(v is not None for v in stamped) - sum(
-                    v is not None for v in fresh
-                )
-                if gaps is not None:
-                    gaps.extend(
-                        (i, view, "expired")
-                        for i, (v, f) in enumerate(zip(stamped, fresh, strict=True))
-                        if v is not None and f is None
-                    )
-                stamped = fresh
-            values = [None if v is None else v[1] for v in stamped]
-            for name, dtype in features:
-                column = [None if v is None else v.get(name) for v in values]
-                if dtype == "UnixTimestamp":
-                    column = [_timestamp(v) for v in column]
-                out[name] = column
-        return out
+        by_keys: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for index, (_, _, join_keys, _, _) in enumerate(self._views):
+            by_keys.setdefault(tuple(join_keys.items()), []).append(index)
+        for signature, views in by_keys.items():
+            keys = [self._key([(k, key_value(k, row[k], t)) for k, t in signature]) for row in rows]
+            for index, found in zip(
+                views, self._lookup(views, list(dict.fromkeys(keys))), strict=True
+            ):
+                self._columns(index, [found.get(k) for k in keys], now_us, out, gaps)
+        return {k: out[k] for k in [*self.join_keys, *self.features]}
 
-    def _found(self, table: str, keys: list[str]) -> dict[str, list[Any]]:
+    def _columns(
+        self,
+        index: int,
+        stamped: list[tuple[int, Mapping[str, Any]] | None],
+        now_us: int,
+        out: dict[str, list[Any]],
+        gaps: list[tuple[int, str, str]] | None,
+    ) -> None:
+        view, _, _, features, ttl_us = self._views[index]
+        self.missing[view] += sum(v is None for v in stamped)
+        if gaps is not None:
+            gaps.extend((i, view, "missing") for i, v in enumerate(stamped) if v is None)
+        if ttl_us:
+            oldest = now_us - ttl_us
+            fresh = [None if v is None or v[0] < oldest else v for v in stamped]
+            self.expired[view] += sum(v is not None for v in stamped) - sum(
+                v is not None for v in fresh
+            )
+            if gaps is not None:
+                gaps.extend(
+                    (i, view, "expired")
+                    for i, (v, f) in enumerate(zip(stamped, fresh, strict=True))
+                    if v is not None and f is None
+                )
+            stamped = fresh
+        values = [None if v is None else v[1] for v in stamped]
+        for name, dtype in features:
+            column = [None if v is None else v.get(name) for v in values]
+            if dtype == "UnixTimestamp":
+                column = [_timestamp(v) for v in column]
+            out[name] = column
+
+
+class OnlineReader(ViewReader):
+    """Reads the row-per-entity SQLite online store, one query per view."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        project: str,
+        features: Mapping[str, Sequence[str]],
+        stage: str | None = None,
+    ):
+        """`features`: view name -> the feature names to return, in order; `stage`: read the
+        staged tables of that stage (a materialization not yet promoted)."""
+        super().__init__()
+        if not Path(path).exists():
+            raise OnlineStoreError(f"online store {path} does not exist (materialize first)")
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._views = []
+        for view, names in features.items():
+            found = self._conn.execute(
+                f"SELECT join_keys, features, ttl_s FROM {VIEWS_TABLE} WHERE name = ?",
+                (table_name(project, view, stage),),
+            ).fetchone()
+            if found is None:
+                raise OnlineStoreError(f"view '{view}' has no table in online store {path}")
+            join_keys, dtypes = json.loads(found[0]), json.loads(found[1])
+            self._known(view, names, dtypes)
+            ttl_us = int(found[2] or 0) * 1_000_000  # 0: no expiry
+            table = table_name(project, view, stage)
+            self._views.append((view, table, join_keys, [(n, dtypes[n]) for n in names], ttl_us))
+        self._check(features)
+
+    def _lookup(
+        self, views: list[int], keys: list[Any]
+    ) -> list[dict[Any, tuple[int, Mapping[str, Any]]]]:
+        return [self._found(self._views[i][1], keys) for i in views]
+
+    def _found(self, table: str, keys: list[str]) -> dict[Any, tuple[int, Mapping[str, Any]]]:
         """Key -> [event_us, row values] of the keys present. SQLite builds one JSON object of
         the rows, parsed in one call instead of one per row."""
-        found: dict[str, list[Any]] = {}
+        found: dict[Any, tuple[int, Mapping[str, Any]]] = {}
         for start in range(0, len(keys), MAX_KEYS_PER_QUERY):
             chunk = keys[start : start + MAX_KEYS_PER_QUERY]
             sql = (

@@ -18,12 +18,14 @@ from feast.repo_config import RepoConfig
 
 from deployments.fingerprint import fingerprint as feature_set_fingerprint
 from deployments.fingerprint import view_digests as view_digest_map
-from deployments.online_reader import OnlineReader, OnlineStoreError
+from deployments.online_reader import OnlineReader, OnlineStoreError, ViewReader
+from deployments.redis_reader import RedisOnlineReader
 from tasks.data.publish import absolute_uri, current_snapshot
 from tasks.feature_store.definitions import FeatureStoreError, feast_objects, view_name
 from tasks.feature_store.offline_store import STORE_TYPE
 from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
 from tasks.feature_store.online_store import RowSqliteOnlineStore, store_path
+from tasks.feature_store.redis_store import REDIS_STORE_TYPE, redis_url
 from tasks.specs.dataset_spec import DatasetSpec
 
 
@@ -55,7 +57,7 @@ def open_store(
     if online is None and settings.online_store == "redis":
         if not settings.redis_connection_string:
             raise FeatureStoreError("online_store redis needs redis_connection_string")
-        online = {"type": "redis", "connection_string": settings.redis_connection_string}
+        online = {"type": REDIS_STORE_TYPE, "connection_string": settings.redis_connection_string}
     elif online is None:
         online = {"type": ONLINE_STORE_TYPE, "path": str(Path(settings.sqlite_path).resolve())}
         if stage:
@@ -207,15 +209,18 @@ def service_features(
     return [*stored, *request, *computed], categorical
 
 
-def online_reader(store: FeatureStore, service: str) -> OnlineReader:
-    """A reader of the service's stored features from the SQLite online store, for serving
-    processes (hold one: it resolves the views once)."""
+def online_reader(store: FeatureStore, service: str) -> ViewReader:
+    """A reader of the service's stored features straight from the SQLite or Redis online
+    store, as serving processes read them (hold one: it resolves the views once)."""
     online = store.config.online_store
-    if online.type != ONLINE_STORE_TYPE:
-        raise FeatureStoreError(f"online_reader needs the SQLite online store, not {online.type}")
     views = stored_features(store, service)
-    stage = getattr(online, "stage", None)
     try:
+        if online.type == REDIS_STORE_TYPE:
+            url = redis_url(online.connection_string)
+            return RedisOnlineReader(url, store.project, views)
+        if online.type != ONLINE_STORE_TYPE:
+            raise FeatureStoreError(f"online_reader reads SQLite or Redis, not {online.type}")
+        stage = getattr(online, "stage", None)
         return OnlineReader(store_path(store.config), store.project, views, stage=stage)
     except OnlineStoreError as exc:
         raise FeatureStoreError(f"feature service '{service}': {exc}") from exc
@@ -233,7 +238,7 @@ def online_features(
     missing = [k for k in spec.service_keys(service) if any(k not in e for e in entities)]
     if missing:
         raise FeatureStoreError(f"entity rows lack join key(s) {missing}")
-    if store.config.online_store.type != ONLINE_STORE_TYPE:
+    if store.config.online_store.type not in (ONLINE_STORE_TYPE, REDIS_STORE_TYPE):
         views = stored_features(store, service)
         frame = store.get_online_features(features=stored_refs(views), entity_rows=entities)
         frame = frame.to_df()

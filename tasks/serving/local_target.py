@@ -401,7 +401,10 @@ def _resolve(path: str) -> Path:
 
 
 def _path_or_empty(path: str) -> str:
-    return str(Path(path).resolve()) if path else ""
+    """A SQLite file as an absolute path; a redis:// URL as it is."""
+    if not path or "://" in path:
+        return path
+    return str(Path(path).resolve())
 
 
 def _tail(path: Path, lines: int = 15) -> str:
