@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
-from bench.results import add_json_arg, write_json
+from bench.results import RESULTS, add_json_arg, write_json
 from features.credit_risk.generator import generate_demo
 from tasks.data.preprocess import build_features, plan_sources
 from tasks.feature_store.definitions import view_name
@@ -62,6 +62,7 @@ from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
 from tasks.feature_store.store import (
     StoreSettings,
     apply_definitions,
+    labelled_set,
     materialize,
     online_reader,
     open_store,
@@ -397,6 +398,95 @@ def online(
     return figures
 
 
+def growth_child(work: Path, rows: int, memory_mb: float) -> None:
+    """In a fresh process: the training flow's labelled set (`labelled_set`: the service's
+    stored views point in time, and its on-demand features) for `rows` labelled rows drawn
+    from the prepared labels; prints seconds, peak RSS and the result's size as JSON."""
+    import resource
+
+    spec = get_dataset("credit_risk")
+    features = work / "prepared" / "features"
+    store = open_store(
+        StoreSettings(
+            repo_path=str(work / "project" / "features"),
+            registry_path=str(work / "growth-registry.db"),
+            sqlite_path=str(work / "growth-online.db"),
+            retrieval_memory_mb=memory_mb,
+            spill_dir=str(work),
+        )
+    )
+    apply_definitions(store, spec, str(features))
+    rng = np.random.default_rng(0)
+    labels = pd.read_parquet(features / "labels").sample(rows, replace=True, random_state=0)
+    offset = pd.to_timedelta(rng.integers(0, 86_400_000_000, rows), unit="us")
+    labels["event_timestamp"] = (labels["event_timestamp"] + offset).dt.floor("us")
+    labels = labels.reset_index(drop=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    start = time.perf_counter()
+    frame = labelled_set(store, spec, labels, SERVICE)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result_gib = frame.memory_usage(deep=True).sum() / 2**30
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_gib": peak,
+                "rss_before_gib": before,
+                "result_gib": result_gib,
+                "rows": len(frame),
+                "columns": frame.shape[1],
+            }
+        )
+    )
+
+
+def growth(work: Path, sizes: list[int], budgets: dict[str, float]) -> dict[str, Any]:
+    """`growth_child` per size and budget, each in its own process, budgets alternating."""
+    table: dict[str, Any] = {}
+    with progress("retrieval growth", len(sizes) * len(budgets)) as bar:
+        for rows in sizes:
+            for name, memory_mb in budgets.items():
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.features",
+                        "--growth-child",
+                        str(rows),
+                        "--work",
+                        str(work),
+                        "--memory-mb",
+                        str(memory_mb),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                )
+                if done.returncode != 0:
+                    raise RuntimeError(f"growth run {rows} {name}: {done.stderr[-3000:]}")
+                table.setdefault(name, {})[rows] = json.loads(done.stdout.strip().splitlines()[-1])
+                bar.advance()
+    print(
+        "labelled set for training (labelled_set: 2 stored views point in time + on-demand "
+        "features), one fresh process per run, peak RSS of the whole process:"
+    )
+    print(f"  {'labelled rows':>13}  " + "  ".join(f"{n:>38}" for n in budgets))
+    for rows in sizes:
+        cells = [
+            f"{table[n][rows]['seconds']:7.1f} s  {table[n][rows]['peak_rss_gib']:5.2f} GiB peak"
+            f" ({table[n][rows]['result_gib']:.2f} out)"
+            for n in budgets
+        ]
+        print(f"  {rows:>13,}  " + "  ".join(f"{c:>38}" for c in cells))
+    first = sizes[0]
+    for name in budgets:
+        per_row = [table[name][r]["seconds"] / r * first for r in sizes]
+        print(f"  {name}: seconds per {first:,} rows: " + ", ".join(f"{x:.1f}" for x in per_row))
+    print("  target: 5M labelled rows within 6 GiB peak, time no worse than linear in rows")
+    return {"sizes": sizes, "budgets_mb": budgets, "runs": table}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entities", type=int, default=200_000)
@@ -405,8 +495,19 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=500, help="per path and size, 20 warm-up")
     parser.add_argument("--port", type=int, default=6571)
     parser.add_argument("--work", default=None)
+    parser.add_argument(
+        "--growth",
+        default=None,
+        help="only the growth table of labelled_set, for these labelled-row counts "
+        "(e.g. 500000,1000000,2000000,5000000)",
+    )
+    parser.add_argument("--growth-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-mb", type=float, default=2048, help=argparse.SUPPRESS)
     add_json_arg(parser, "features")
     args = parser.parse_args()
+    if args.growth_child:
+        growth_child(Path(args.work), args.growth_child, args.memory_mb)
+        return
     if args.lookups <= 20:
         parser.error("--lookups must be above the 20 warm-up calls")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-features-"))
@@ -453,6 +554,15 @@ def main() -> None:
         materialize(target, spec, end=now)
         loads[name] = time.perf_counter() - start
 
+    if args.growth:
+        sizes = [int(n) for n in args.growth.split(",")]
+        budgets = {"key partitions, 2 GiB budget": 2048.0, "one pass (no budget)": 1e9}
+        figures = growth(work, sizes, budgets)
+        redis_server.stop()
+        default = str(RESULTS / "features.json")
+        out = str(RESULTS / "features-growth.json") if args.json == default else args.json
+        write_json(out, "features-growth", args, figures)
+        return
     offline, identical = historical(spec, features, settings, store, args.entities, args.repeats)
     print("materialize (every view, its whole TTL window, same rows), one run each:")
     for name, seconds in loads.items():

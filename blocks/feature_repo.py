@@ -24,6 +24,13 @@ class FeatureRepo(Block):
     redis_connection_string: SecretStr | None = Field(
         default=None, description="host:port[,password=...] for the Redis online store."
     )
+    retrieval_memory_mb: float = Field(
+        default=2048,
+        gt=0,
+        description="Working memory of a view's point-in-time join; larger joins are split "
+        "into entity-key partitions spilled to disk.",
+    )
+    spill_dir: str | None = Field(default=None, description="Where they spill (default: tmp).")
 
     def settings(self) -> StoreSettings:
         redis = self.redis_connection_string
@@ -34,4 +41,6 @@ class FeatureRepo(Block):
             online_store=self.online_store,
             sqlite_path=self.sqlite_path,
             redis_connection_string=redis.get_secret_value() if redis else "",
+            retrieval_memory_mb=self.retrieval_memory_mb,
+            spill_dir=self.spill_dir,
         )

@@ -1,4 +1,6 @@
-"""A local Prefect server (SQLite under a PREFECT_HOME) started and stopped as a process."""
+"""A local Prefect server started and stopped as a process: on SQLite under its PREFECT_HOME
+(the embedded default), or on PostgreSQL given `database_url` (or
+PREFECT_API_DATABASE_CONNECTION_URL in the environment)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ DEFAULT_PORT = int(os.environ.get("MLOPS_PREFECT_PORT", "4200"))
 class LocalServer:
     home: Path
     port: int
+    database_url: str | None = None  # postgresql+asyncpg://...; None: the environment's, or SQLite
 
     @property
     def api_url(self) -> str:
@@ -48,6 +51,8 @@ class LocalServer:
         env = {**os.environ, "PREFECT_HOME": str(self.home.resolve())}
         env.pop("PREFECT_API_URL", None)
         env["PREFECT_UI_API_URL"] = self.api_url  # the UI's calls (else :4200 whatever the port)
+        if self.database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
         log = (self.home / "server.log").open("ab")
         proc = subprocess.Popen(
             [

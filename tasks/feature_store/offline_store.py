@@ -11,7 +11,10 @@ entity row kept, in the entity frame's order. Configure with
 
 from __future__ import annotations
 
+import math
+import tempfile
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from feast import FileSource
 from feast.feature_view import FeatureView
@@ -43,6 +47,11 @@ _FEATURE_TS = "__feature_ts"
 
 
 STORE_TYPE = "tasks.feature_store.offline_store.AsOfFileOfflineStore"
+DEFAULT_MEMORY_MB = 2048
+_BYTES_PER_VALUE = 8
+_WORKING_COPIES = 4  # Arrow table, pandas frame, its sorted copy, merge_asof's output
+_MAX_PARTITIONS = 256
+_BATCH_ROWS = 256_000
 
 
 class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
@@ -51,6 +60,9 @@ class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
     # output root -> snapshot id read instead of the published one (data_prep's own reads of
     # the snapshot it is about to publish)
     snapshots: dict[str, str] = Field(default_factory=dict)
+    # the working memory of one view's point-in-time join; larger joins go in key partitions
+    memory_mb: float = Field(default=DEFAULT_MEMORY_MB, gt=0)
+    spill_dir: str | None = None  # where partitions spill (a temporary folder by default)
 
 
 def _pins(config: RepoConfig) -> dict[str, str]:
@@ -110,7 +122,15 @@ class AsOfFileOfflineStore(DaskOfflineStore):
         pins = pin_published([_source_path(v, repo_path) for v in requested], _pins(config))
 
         def evaluate() -> dd.DataFrame:
-            result = point_in_time_join(entity_df, requested, repo_path, full_feature_names, pins)
+            result = point_in_time_join(
+                entity_df,
+                requested,
+                repo_path,
+                full_feature_names,
+                pins,
+                memory_mb=getattr(config.offline_store, "memory_mb", DEFAULT_MEMORY_MB),
+                spill_dir=getattr(config.offline_store, "spill_dir", None),
+            )
             return dd.from_pandas(result, npartitions=1, sort=False)
 
         return DaskRetrievalJob(
@@ -135,76 +155,198 @@ def point_in_time_join(
     repo_path: Path,
     full_feature_names: bool = False,
     pins: dict[str, str] | None = None,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+    spill_dir: str | None = None,
 ) -> pd.DataFrame:
     """Entity rows with, per view, the latest features at or before their timestamp (in TTL);
-    sources read from the snapshot their path resolves to (`pins` first)."""
+    sources read from the snapshot their path resolves to (`pins` first).
+
+    A view whose rows that can join would not fit `memory_mb` is joined in partitions by
+    entity key: one streaming pass over the source writes its rows, by a hash of their key, to
+    spill files under `spill_dir` (a temporary folder); then each partition's entity rows are
+    joined with its file alone. Memory: the result, plus one partition and one record batch.
+    """
     result = entity_df.copy()
     result[ENTITY_TS] = pd.to_datetime(result[ENTITY_TS], utc=True).astype("datetime64[ns, UTC]")
     result[_ROW] = np.arange(len(result))
-    result = result.sort_values(ENTITY_TS, kind="stable")
+    first, last = result[ENTITY_TS].min(), result[ENTITY_TS].max()
     for view, features in requested.items():
+        join = _ViewJoin.of(view, features, result, repo_path, full_feature_names, pins)
+        parts = join.partitions(first, last, memory_mb)
+        if parts == 1:
+            result = result.sort_values(ENTITY_TS, kind="stable")
+            result = join.merge(result, join.read(first, last))
+        else:
+            result = result.sort_values(_ROW)
+            joined = join.in_partitions(result, first, last, parts, spill_dir)
+            for column in joined.columns.drop(_ROW):
+                result[column] = joined[column].to_numpy()
+    return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
+
+
+@dataclass
+class _ViewJoin:
+    """One view's part of the join: its keys, TTL, columns and source."""
+
+    view: FeatureView
+    features: list[str]
+    keys: list[str]  # the entity frame's names of the view's join keys
+    ttl: Any
+    names: dict[str, str]  # source column -> result column
+    path: str
+    wanted: dict[str, pa.Array]  # source key column -> the entity frame's values
+
+    @classmethod
+    def of(
+        cls,
+        view: FeatureView,
+        features: list[str],
+        entities: pd.DataFrame,
+        repo_path: Path,
+        full_feature_names: bool,
+        pins: dict[str, str] | None,
+    ) -> _ViewJoin:
         keys = [view.projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
-        ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
-        first, last = result[ENTITY_TS].min(), result[ENTITY_TS].max()
         names = {c.name: k for c, k in zip(view.entity_columns, keys, strict=True)}
         if full_feature_names:
             prefix = view.projection.name_to_use()
             names |= {f: f"{prefix}__{f}" for f in features}
         wanted = {
-            c.name: pa.array(result[k].drop_duplicates().to_numpy())
+            c.name: pa.array(entities[k].drop_duplicates().to_numpy())
             for c, k in zip(view.entity_columns, keys, strict=True)
         }
-        start = first - ttl if ttl else None
-        source = _read_source(view, features, repo_path, (start, last), wanted, names, pins)
-        for key in keys:  # merge_asof needs identical key dtypes on both sides
-            source[key] = source[key].astype(result[key].dtype)
-        result = pd.merge_asof(
-            result,
-            source,
+        ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
+        path = resolve_table_path(_source_path(view, repo_path), pins)
+        return cls(view, features, keys, ttl, names, path, wanted)
+
+    @property
+    def columns(self) -> list[str]:
+        source: Any = self.view.batch_source
+        return [c.name for c in self.view.entity_columns] + [source.timestamp_field, *self.features]
+
+    def _filter(self, first: pd.Timestamp, last: pd.Timestamp) -> Any:
+        """Stamped inside [first - TTL, last], rounded outwards to Arrow's microseconds."""
+        ts_field = self.view.batch_source.timestamp_field  # type: ignore[attr-defined]
+        bounds = [(ts_field, "<=", last.ceil("us"))]
+        if self.ttl:
+            bounds.append((ts_field, ">=", (first - self.ttl).floor("us")))
+        return pq.filters_to_expression(bounds)
+
+    def _keep(self, table: pa.Table | pa.RecordBatch) -> Any:
+        for column, values in self.wanted.items():
+            field = table.schema.field(column)
+            table = table.filter(pc.is_in(table.column(column), value_set=values.cast(field.type)))
+        return table
+
+    def _frame(self, table: pa.Table, entities: pd.DataFrame) -> pd.DataFrame:
+        ts_field = self.view.batch_source.timestamp_field  # type: ignore[attr-defined]
+        renamed = [_FEATURE_TS if c == ts_field else self.names.get(c, c) for c in self.columns]
+        frame = table.rename_columns(renamed).sort_by(_FEATURE_TS).to_pandas()
+        frame[_FEATURE_TS] = pd.to_datetime(frame[_FEATURE_TS], utc=True).astype(
+            "datetime64[ns, UTC]"
+        )
+        for key in self.keys:  # merge_asof needs identical key dtypes on both sides
+            frame[key] = frame[key].astype(entities[key].dtype)
+        return frame
+
+    def read(self, first: pd.Timestamp, last: pd.Timestamp) -> pa.Table:
+        """The rows that can join, whole (time bounds pushed down to Parquet, keys in Arrow)."""
+        return self._keep(
+            pq.read_table(self.path, columns=self.columns, filters=self._filter(first, last))
+        )
+
+    def merge(self, entities: pd.DataFrame, source: pa.Table) -> pd.DataFrame:
+        """`entities` (sorted by time) with the latest source row at or before each, in TTL."""
+        return pd.merge_asof(
+            entities,
+            self._frame(source, entities),
             left_on=ENTITY_TS,
             right_on=_FEATURE_TS,
-            by=keys or None,
+            by=self.keys or None,
             direction="backward",
             allow_exact_matches=True,
-            tolerance=pd.Timedelta(ttl) if ttl else None,
+            tolerance=pd.Timedelta(self.ttl) if self.ttl else None,
         ).drop(columns=_FEATURE_TS)
-    return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
+
+    def partitions(self, first: pd.Timestamp, last: pd.Timestamp, memory_mb: float) -> int:
+        """How many key partitions keep one partition's rows (as pandas, with the copies the
+        sort and the merge make) within `memory_mb`."""
+        if not self.keys:
+            return 1
+        rows = ds.dataset(self.path, format="parquet").count_rows(filter=self._filter(first, last))
+        need = rows * len(self.columns) * _BYTES_PER_VALUE * _WORKING_COPIES
+        return max(1, min(_MAX_PARTITIONS, math.ceil(need / (memory_mb * 2**20))))
+
+    def in_partitions(
+        self,
+        entities: pd.DataFrame,
+        first: pd.Timestamp,
+        last: pd.Timestamp,
+        parts: int,
+        spill_dir: str | None,
+    ) -> pd.DataFrame:
+        """`_ROW` and the view's features for every entity row (in `_ROW` order), joined one
+        key partition at a time."""
+        keyed = entities[[_ROW, ENTITY_TS, *self.keys]]
+        part_of = _partition(keyed[self.keys], parts)
+        with tempfile.TemporaryDirectory(prefix="mlops-pit-", dir=spill_dir) as spill:
+            files = self._spill(first, last, parts, entities, Path(spill))
+            schema = pq.read_schema(files[0]) if files[0] else None
+            joined = []
+            for part in range(parts):
+                mine = keyed[part_of == part].sort_values(ENTITY_TS, kind="stable")
+                if mine.empty:
+                    continue
+                table = pq.read_table(files[part]) if files[part] else None
+                if table is None:
+                    table = (schema or self._schema()).empty_table()
+                merged = self.merge(mine, table).drop(columns=[ENTITY_TS, *self.keys])
+                joined.append(merged)
+        return pd.concat(joined).sort_values(_ROW).reset_index(drop=True)
+
+    def _schema(self) -> pa.Schema:
+        return ds.dataset(self.path, format="parquet").schema.select(self.columns)
+
+    def _spill(
+        self,
+        first: pd.Timestamp,
+        last: pd.Timestamp,
+        parts: int,
+        entities: pd.DataFrame,
+        folder: Path,
+    ) -> list[str | None]:
+        """One pass over the source: its rows that can join, by key partition, to files."""
+        writers: dict[int, pq.ParquetWriter] = {}
+        source_keys = [c.name for c in self.view.entity_columns]
+        dtypes = {s: entities[k].dtype for s, k in zip(source_keys, self.keys, strict=True)}
+        try:
+            scanner = ds.dataset(self.path, format="parquet").scanner(
+                columns=self.columns, filter=self._filter(first, last), batch_size=_BATCH_ROWS
+            )
+            for batch in scanner.to_batches():
+                batch = self._keep(batch)
+                if batch.num_rows == 0:
+                    continue
+                keys = batch.select(source_keys).to_pandas()
+                part_of = _partition(keys.astype(dtypes), parts)
+                for part in np.unique(part_of):
+                    rows = batch.filter(pa.array(part_of == part))
+                    if part not in writers:
+                        path = folder / f"part-{part}.parquet"
+                        writers[part] = pq.ParquetWriter(path, rows.schema)
+                    writers[part].write_batch(rows)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        return [str(folder / f"part-{p}.parquet") if p in writers else None for p in range(parts)]
+
+
+def _partition(keys: pd.DataFrame, parts: int) -> np.ndarray:
+    """A key partition per row: a hash of the key columns, the same for equal keys."""
+    hashed = pd.util.hash_pandas_object(keys.reset_index(drop=True), index=False).to_numpy()
+    return (hashed % np.uint64(parts)).astype(np.int64)
 
 
 def _source_path(view: FeatureView, repo_path: Path) -> str:
     path = str(view.batch_source.path)  # type: ignore[attr-defined]
     return path if Path(path).is_absolute() or "://" in path else str(repo_path / path)
-
-
-def _read_source(
-    view: FeatureView,
-    features: list[str],
-    repo_path: Path,
-    window: tuple[pd.Timestamp | None, pd.Timestamp],
-    wanted: dict[str, pa.Array],
-    names: dict[str, str],
-    pins: dict[str, str] | None = None,
-) -> pd.DataFrame:
-    """The rows that can join: stamped inside `window`, of `wanted` keys; sorted, renamed.
-
-    The time bounds are pushed down to Parquet; the key filter, renaming and sorting happen in
-    Arrow, which hands pandas one copy of only the rows that matter.
-    """
-    start, end = window
-    source: Any = view.batch_source
-    path = resolve_table_path(_source_path(view, repo_path), pins)
-    ts_field = source.timestamp_field
-    columns = [c.name for c in view.entity_columns] + [ts_field] + list(features)
-    # Arrow takes the bounds at microseconds: round outwards so no nanosecond row is lost
-    bounds = [(ts_field, "<=", end.ceil("us"))]
-    if start is not None:
-        bounds.append((ts_field, ">=", start.floor("us")))
-    table = pq.read_table(path, columns=columns, filters=bounds)
-    for column, values in wanted.items():
-        table = table.filter(
-            pc.is_in(table.column(column), value_set=values.cast(table.schema.field(column).type))
-        )
-    renamed = [_FEATURE_TS if c == ts_field else names.get(c, c) for c in columns]
-    frame = table.rename_columns(renamed).sort_by(_FEATURE_TS).to_pandas()
-    frame[_FEATURE_TS] = pd.to_datetime(frame[_FEATURE_TS], utc=True).astype("datetime64[ns, UTC]")
-    return frame

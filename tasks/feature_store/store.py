@@ -22,7 +22,7 @@ from deployments.online_reader import OnlineReader, OnlineStoreError, ViewReader
 from deployments.redis_reader import RedisOnlineReader
 from tasks.data.publish import absolute_uri, current_snapshot
 from tasks.feature_store.definitions import FeatureStoreError, feast_objects, view_name
-from tasks.feature_store.offline_store import STORE_TYPE
+from tasks.feature_store.offline_store import DEFAULT_MEMORY_MB, STORE_TYPE
 from tasks.feature_store.online_store import STORE_TYPE as ONLINE_STORE_TYPE
 from tasks.feature_store.online_store import RowSqliteOnlineStore, store_path
 from tasks.feature_store.redis_store import REDIS_STORE_TYPE, redis_url
@@ -39,6 +39,8 @@ class StoreSettings:
     online_store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: str = "data/feast/online_store.db"
     redis_connection_string: str = ""
+    retrieval_memory_mb: float = DEFAULT_MEMORY_MB  # a view's point-in-time join, then partitions
+    spill_dir: str | None = None
 
 
 def open_store(
@@ -69,7 +71,12 @@ def open_store(
         provider="local",
         registry=str(Path(settings.registry_path).resolve()),
         online_store=online,
-        offline_store={"type": STORE_TYPE, "snapshots": pins or {}},
+        offline_store={
+            "type": STORE_TYPE,
+            "snapshots": pins or {},
+            "memory_mb": settings.retrieval_memory_mb,
+            "spill_dir": settings.spill_dir,
+        },
         entity_key_serialization_version=3,
         repo_path=Path(settings.repo_path).resolve(),
     )

@@ -5,11 +5,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from flows.local_postgres import LocalPostgres
 from flows.local_server import LocalServer
 from tasks.processes import stop_process_group
 
@@ -24,10 +26,27 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """A real `prefect server start` on SQLite, stopped (SIGKILL if needed) at the end."""
-    server = LocalServer(home=tmp_path_factory.mktemp("prefect-home"), port=free_port())
-    server.start(timeout=120)
+def postgres() -> Iterator[LocalPostgres]:
+    """Debian's PostgreSQL on 127.0.0.1 in a temporary data directory, for the Prefect servers
+    of the integration tests (a database each); stopped by pid at the end."""
+    with LocalPostgres() as server:
+        yield server
+
+
+def prefect_on_postgres(postgres: LocalPostgres, home: Path) -> LocalServer:
+    """A `prefect server start` whose database is a new one on `postgres` (started)."""
+    database = f"prefect_{uuid.uuid4().hex[:12]}"
+    server = LocalServer(home=home, port=free_port(), database_url=postgres.database(database))
+    server.start(timeout=180)
+    return server
+
+
+@pytest.fixture(scope="session")
+def prefect_server(
+    tmp_path_factory: pytest.TempPathFactory, postgres: LocalPostgres
+) -> Iterator[LocalServer]:
+    """A real `prefect server start` on PostgreSQL, stopped (SIGKILL if needed) at the end."""
+    server = prefect_on_postgres(postgres, tmp_path_factory.mktemp("prefect-home"))
     try:
         yield server
     finally:

@@ -11,6 +11,7 @@ confirmed when it reconnects). Either starts the one retraining of the episode."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -45,7 +46,6 @@ from flows import FLOWS
 from flows.data_prep import DataPrepParams, data_prep
 from flows.deployment import DeploymentParams, deployment
 from flows.generate_data import GenerateDataParams, generate_data
-from flows.local_server import LocalServer
 from flows.monitoring import MonitoringParams, monitoring
 from flows.training import TrainingParams, training
 from tasks.monitoring.lineage import lineage_lines, read_lineage
@@ -54,7 +54,14 @@ from tasks.serving.local_target import LocalTarget
 from tasks.serving.replay import Traffic, label_rows, replay
 from tasks.serving.rollout import RolloutPolicy as Rollout
 from tasks.specs.datasets import get_dataset
-from tests.integration.conftest import BIN, ROOT, Processes, free_port, wait_for
+from tests.integration.conftest import (
+    BIN,
+    ROOT,
+    Processes,
+    free_port,
+    prefect_on_postgres,
+    wait_for,
+)
 from tests.integration.test_deploy_and_worker import _prefect
 
 pytestmark = pytest.mark.integration
@@ -91,13 +98,12 @@ def _applications(raw: Path, start: int, n: int, after_drift: bool = False) -> p
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def loop(tmp_path_factory: pytest.TempPathFactory, postgres) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("loop")
     # this process's events go through one cached worker whose client was made for the first
     # server it saw (another module's): drain it, so the next emit connects to this one
     EventsWorker.drain_all(timeout=10)
-    server = LocalServer(home=root / "prefect-home", port=free_port())
-    server.start(timeout=120)
+    server = prefect_on_postgres(postgres, root / "prefect-home")
     env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(server.home)}
     procs = Processes(root)
     target = None
@@ -110,6 +116,21 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             target.stop_all()
         EventsWorker.drain_all(timeout=10)
         server.stop()
+
+
+async def _stored(database_url: str | None, runs: list[str]) -> dict[str, int]:
+    import asyncpg
+
+    assert database_url and database_url.startswith("postgresql+asyncpg://")
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM flow_run WHERE id = ANY($1::uuid[])", runs
+        )
+        events = await conn.fetchval("SELECT count(*) FROM events WHERE event = $1", DRIFT)
+    finally:
+        await conn.close()
+    return {"runs": int(found), "drift_events": int(events)}
 
 
 def _champion(root: Path, api: str) -> LocalTarget:
@@ -302,6 +323,14 @@ def test_drift_retrains_gates_and_rolls_out_on_its_own(loop) -> None:
         assert run["state"]["type"] == "COMPLETED", (kind, run["state"])
     text = "\n".join(lineage_lines(lineage, server.ui_url))
     assert f"/runs/flow-run/{finished['id']}" in text and DRIFT in text
+    # the loop ran on PostgreSQL: its runs and the drift event are rows of the server's database
+    stored = asyncio.run(_stored(server.database_url, list(lineage["runs"].values())))
+    assert stored == {"runs": len(lineage["runs"]), "drift_events": stored["drift_events"]}
+    assert stored["drift_events"] >= 1
+    # and the champion's alias history says who moved it, and why
+    moves = registry.alias_history(NAME, "champion")
+    assert moves[-1].version == registry.aliases(NAME)["champion"]
+    assert "flow run" in moves[-1].by and moves[-1].reason
 
     cli = subprocess.run(
         [str(BIN / "mlops"), "models", NAME, "2", "--lineage", "--registry-block", "loop-registry"],

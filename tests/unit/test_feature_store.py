@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -251,3 +252,67 @@ def test_skew_check_finds_online_values_that_disagree(credit_spec, features, tmp
     _snapshot(features, output, "s2")
     healed = publish_snapshot(credit_spec, settings, str(output), "s2", now, 0.0)
     assert healed[SERVICE].worst == 0.0 and current_snapshot(str(output)) == "s2"
+
+
+def _recount(source: pd.DataFrame, key: int, at: pd.Timestamp, ttl_days: int, column: str):
+    """The latest value at or before `at` within the TTL, from the raw rows, one by one."""
+    rows = source[
+        (source["customer_id"] == key)
+        & (source["event_timestamp"] <= at)
+        & (source["event_timestamp"] >= at - pd.Timedelta(days=ttl_days))
+    ]
+    return rows.sort_values("event_timestamp")[column].iloc[-1] if len(rows) else None
+
+
+def test_a_join_in_key_partitions_is_the_whole_join_and_an_independent_recount(
+    credit_spec, features, tmp_path, monkeypatch
+) -> None:
+    from blocks import FeatureRepo
+    from tasks.feature_store import offline_store
+
+    windows = pd.read_parquet(features / "transaction_windows")
+    rng = np.random.default_rng(7)
+    start, end = windows["event_timestamp"].min(), windows["event_timestamp"].max()
+    n = 2_000
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": rng.choice([*windows["customer_id"].unique(), 10**9], n),
+            "event_timestamp": start
+            + pd.to_timedelta(rng.uniform(-30, (end - start).days + 30, n), unit="D"),
+            "row": np.arange(n),
+        }
+    )
+    whole_store = open_store(_settings(tmp_path / "whole"))
+    assert FeatureRepo(retrieval_memory_mb=0.05).settings().retrieval_memory_mb == 0.05
+    small = open_store(
+        replace(
+            _settings(tmp_path / "small"),
+            retrieval_memory_mb=0.01,
+            spill_dir=str(tmp_path / "spill"),
+        )
+    )
+    (tmp_path / "spill").mkdir()
+    for s in (whole_store, small):
+        apply_definitions(s, credit_spec, str(features))
+    spilled: list[int] = []
+    real = offline_store._ViewJoin.in_partitions
+
+    def spy(self, entities, first, last, parts, spill_dir):
+        spilled.append(parts)
+        assert spill_dir == str(tmp_path / "spill")
+        return real(self, entities, first, last, parts, spill_dir)
+
+    whole = training_set(whole_store, credit_spec, entity_df, SERVICE, stored_only=True)
+    assert spilled == []  # within the default budget: one pass
+    monkeypatch.setattr(offline_store._ViewJoin, "in_partitions", spy)
+    parts = training_set(small, credit_spec, entity_df, SERVICE, stored_only=True)
+    assert len(spilled) == 2 and min(spilled) > 1  # both views, in key partitions
+    assert not list((tmp_path / "spill").iterdir())  # the spill files are gone
+    assert parts["row"].tolist() == list(range(n))  # every entity row, in order
+    pd.testing.assert_frame_equal(parts, whole, check_dtype=False)
+    ttl = credit_spec.feature_tables["transaction_windows"].ttl_days
+    for i in rng.choice(n, 150, replace=False):
+        key, at = entity_df.loc[i, "customer_id"], entity_df.loc[i, "event_timestamp"]
+        expected = _recount(windows, key, at, ttl, "txn_count_7d")
+        got = parts.loc[i, "txn_count_7d"]
+        assert (pd.isna(got) and expected is None) or got == expected, (key, at, got, expected)
