@@ -51,6 +51,18 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` on 127.0.0.1 (SQLite, a local artifact root); stopped by pid at the end."""
+    from tests.mlflow_server import start_mlflow_server, stop_mlflow_server
+
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield server
+    finally:
+        stop_mlflow_server(server)
+
+
+@pytest.fixture(scope="session")
 def s3_raw(s3_server, tiny_raw: Path) -> str:
     """`tiny_raw` uploaded to the moto server: its s3:// root."""
     from tests.s3_server import BUCKET, upload

@@ -77,7 +77,64 @@ def default_actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
 
 
-class Registry:
+class AliasMoves:
+    """What every registry backend derives from its `aliases` and `set_alias`."""
+
+    def aliases(self, name: str) -> dict[str, int]:
+        raise NotImplementedError
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        ref: int | str | None,
+        *,
+        expected: int | None = UNSET,
+        by: str | None = None,
+        reason: str = "",
+    ) -> int | None:
+        raise NotImplementedError
+
+    def advance_alias(self, name: str, alias: str, version: int, *, by: str, reason: str) -> int:
+        """Move `alias` forward to `version`, never back past a newer version another writer put
+        there; returns where the alias points afterwards."""
+        while True:
+            now = self.aliases(name).get(alias)
+            if now is not None and now >= version:
+                return now
+            try:
+                self.set_alias(name, alias, version, expected=now, by=by, reason=reason)
+                return version
+            except AliasConflict:
+                continue
+
+    def remove_alias(
+        self,
+        name: str,
+        alias: str,
+        *,
+        expected: int | None = UNSET,
+        by: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """Remove `alias` (nothing if it is not set); the removal is kept in its history."""
+        self.set_alias(name, alias, None, expected=expected, by=by, reason=reason)
+
+
+def alias_conflict(
+    name: str, alias: str, now: int | None, expected: int | None, current: AliasMove | None
+) -> AliasConflict:
+    def where(version: int | None) -> str:
+        return "nothing" if version is None else f"v{version}"
+
+    moved = f"moved by {current.by} at {current.at}" if current else "never moved"
+    return AliasConflict(
+        f"model '{name}': alias '{alias}' points to {where(now)}, not {where(expected)} as "
+        f"expected ({moved}); nothing changed"
+    )
+
+
+class Registry(AliasMoves):
     """A model registry rooted at `root` (a local path or s3:// URI; `storage_options` go to
     fsspec). RegistryError for a store without conditional writes."""
 
@@ -302,13 +359,7 @@ class Registry:
             current, token = self._alias(name, alias)
             now = None if current is None else current.version
             if expected is not UNSET and now != expected:
-                raise AliasConflict(
-                    f"model '{name}': alias '{alias}' points to "
-                    f"{'nothing' if now is None else f'v{now}'}, not "
-                    f"{'nothing' if expected is None else f'v{expected}'} as expected (moved by "
-                    f"{current.by if current else '-'} at {current.at if current else '-'}); "
-                    "nothing changed"
-                )
+                raise alias_conflict(name, alias, now, expected, current)
             if current is None and number is None:
                 return None
             if current is not None and current.seq:
@@ -332,31 +383,6 @@ class Registry:
                 if current is not None and current.seq == 0:
                     self.fs.rm(self._dir(name, "aliases", alias))
                 return number
-
-    def advance_alias(self, name: str, alias: str, version: int, *, by: str, reason: str) -> int:
-        """Move `alias` forward to `version`, never back past a newer version another writer put
-        there; returns where the alias points afterwards."""
-        while True:
-            now = self.aliases(name).get(alias)
-            if now is not None and now >= version:
-                return now
-            try:
-                self.set_alias(name, alias, version, expected=now, by=by, reason=reason)
-                return version
-            except AliasConflict:
-                continue
-
-    def remove_alias(
-        self,
-        name: str,
-        alias: str,
-        *,
-        expected: int | None = UNSET,
-        by: str | None = None,
-        reason: str = "",
-    ) -> None:
-        """Remove `alias` (nothing if it is not set); the removal is kept in its history."""
-        self.set_alias(name, alias, None, expected=expected, by=by, reason=reason)
 
     def _archive(self, name: str, move: AliasMove) -> None:
         """Put `move` into the alias history (idempotent: a move's entry is written once)."""
