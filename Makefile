@@ -13,12 +13,13 @@ setup: system $(PLATFORM_OK) $(SERVING_OK)
 # nginx is the local serving target's ingress (canary weights, shadow mirror); wrk drives bench/serve;
 # prometheus (with promtool) and prometheus-pushgateway scrape the predictors and hold what the
 # monitoring flow pushes (deployments/prometheus/, tasks/monitoring/prometheus.py); chromium and
-# chromium-driver run the UI checks; cmake and g++ build Horovod (.ci/build_horovod.sh).
+# chromium-driver run the UI checks; cmake and g++ build Horovod (.ci/build_horovod.sh); postgresql
+# backs the Prefect servers of the integration tests (flows/local_postgres.py).
 system:
 	@command -v redis-server >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null && \
 	  command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v chromedriver >/dev/null && \
-	  command -v cmake >/dev/null && command -v g++ >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq redis-server nginx-light wrk cmake g++ >/dev/null && \
+	  command -v cmake >/dev/null && command -v g++ >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq redis-server nginx-light wrk cmake g++ postgresql >/dev/null && \
 	    apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway chromium chromium-driver >/dev/null; }
 
 $(PLATFORM_OK): requirements.lock pyproject.toml .ci/build_horovod.sh

@@ -31,6 +31,11 @@ class FeatureRepo(Block):
         "into entity-key partitions spilled to disk.",
     )
     spill_dir: str | None = Field(default=None, description="Where they spill (default: tmp).")
+    retrieval_dask_address: str | None = Field(
+        default=None,
+        description="tcp://host:8786: join those partitions on this Dask cluster (its workers "
+        "must see spill_dir).",
+    )
 
     def settings(self) -> StoreSettings:
         redis = self.redis_connection_string
@@ -43,4 +48,5 @@ class FeatureRepo(Block):
             redis_connection_string=redis.get_secret_value() if redis else "",
             retrieval_memory_mb=self.retrieval_memory_mb,
             spill_dir=self.spill_dir,
+            retrieval_dask_address=self.retrieval_dask_address,
         )

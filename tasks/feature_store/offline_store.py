@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,7 @@ class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
     # the working memory of one view's point-in-time join; larger joins go in key partitions
     memory_mb: float = Field(default=DEFAULT_MEMORY_MB, gt=0)
     spill_dir: str | None = None  # where partitions spill (a temporary folder by default)
+    dask_address: str | None = None  # join the partitions on this Dask cluster
 
 
 def _pins(config: RepoConfig) -> dict[str, str]:
@@ -130,6 +133,7 @@ class AsOfFileOfflineStore(DaskOfflineStore):
                 pins,
                 memory_mb=getattr(config.offline_store, "memory_mb", DEFAULT_MEMORY_MB),
                 spill_dir=getattr(config.offline_store, "spill_dir", None),
+                dask_address=getattr(config.offline_store, "dask_address", None),
             )
             return dd.from_pandas(result, npartitions=1, sort=False)
 
@@ -157,6 +161,7 @@ def point_in_time_join(
     pins: dict[str, str] | None = None,
     memory_mb: float = DEFAULT_MEMORY_MB,
     spill_dir: str | None = None,
+    dask_address: str | None = None,
 ) -> pd.DataFrame:
     """Entity rows with, per view, the latest features at or before their timestamp (in TTL);
     sources read from the snapshot their path resolves to (`pins` first).
@@ -165,6 +170,7 @@ def point_in_time_join(
     entity key: one streaming pass over the source writes its rows, by a hash of their key, to
     spill files under `spill_dir` (a temporary folder); then each partition's entity rows are
     joined with its file alone. Memory: the result, plus one partition and one record batch.
+    With `dask_address`, the partitions are joined on that Dask cluster's workers.
     """
     result = entity_df.copy()
     result[ENTITY_TS] = pd.to_datetime(result[ENTITY_TS], utc=True).astype("datetime64[ns, UTC]")
@@ -178,19 +184,34 @@ def point_in_time_join(
             result = join.merge(result, join.read(first, last))
         else:
             result = result.sort_values(_ROW)
-            joined = join.in_partitions(result, first, last, parts, spill_dir)
+            with _executor(dask_address) as executor:
+                joined = join.in_partitions(result, first, last, parts, spill_dir, executor)
             for column in joined.columns.drop(_ROW):
                 result[column] = joined[column].to_numpy()
     return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
 
 
+@contextmanager
+def _executor(address: str | None) -> Iterator[Any]:
+    """A client of the Dask cluster at `address`, or None: join here."""
+    if not address:
+        yield None
+        return
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        yield client
+
+
 @dataclass
 class _ViewJoin:
-    """One view's part of the join: its keys, TTL, columns and source."""
+    """One view's part of the join, as plain data (it travels to Dask workers): its keys,
+    TTL, columns and source."""
 
-    view: FeatureView
     features: list[str]
     keys: list[str]  # the entity frame's names of the view's join keys
+    source_keys: list[str]  # their names in the source
+    ts_field: str
     ttl: Any
     names: dict[str, str]  # source column -> result column
     path: str
@@ -217,16 +238,17 @@ class _ViewJoin:
         }
         ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
         path = resolve_table_path(_source_path(view, repo_path), pins)
-        return cls(view, features, keys, ttl, names, path, wanted)
+        ts_field = view.batch_source.timestamp_field  # type: ignore[attr-defined]
+        source_keys = [c.name for c in view.entity_columns]
+        return cls(features, keys, source_keys, ts_field, ttl, names, path, wanted)
 
     @property
     def columns(self) -> list[str]:
-        source: Any = self.view.batch_source
-        return [c.name for c in self.view.entity_columns] + [source.timestamp_field, *self.features]
+        return [*self.source_keys, self.ts_field, *self.features]
 
     def _filter(self, first: pd.Timestamp, last: pd.Timestamp) -> Any:
         """Stamped inside [first - TTL, last], rounded outwards to Arrow's microseconds."""
-        ts_field = self.view.batch_source.timestamp_field  # type: ignore[attr-defined]
+        ts_field = self.ts_field
         bounds = [(ts_field, "<=", last.ceil("us"))]
         if self.ttl:
             bounds.append((ts_field, ">=", (first - self.ttl).floor("us")))
@@ -239,7 +261,7 @@ class _ViewJoin:
         return table
 
     def _frame(self, table: pa.Table, entities: pd.DataFrame) -> pd.DataFrame:
-        ts_field = self.view.batch_source.timestamp_field  # type: ignore[attr-defined]
+        ts_field = self.ts_field
         renamed = [_FEATURE_TS if c == ts_field else self.names.get(c, c) for c in self.columns]
         frame = table.rename_columns(renamed).sort_by(_FEATURE_TS).to_pandas()
         frame[_FEATURE_TS] = pd.to_datetime(frame[_FEATURE_TS], utc=True).astype(
@@ -284,28 +306,34 @@ class _ViewJoin:
         last: pd.Timestamp,
         parts: int,
         spill_dir: str | None,
+        executor: Any = None,
     ) -> pd.DataFrame:
         """`_ROW` and the view's features for every entity row (in `_ROW` order), joined one
-        key partition at a time."""
+        key partition at a time: here, or on `executor` (anything with `submit`, e.g. a Dask
+        client; its workers must see `spill_dir`)."""
         keyed = entities[[_ROW, ENTITY_TS, *self.keys]]
         part_of = _partition(keyed[self.keys], parts)
         with tempfile.TemporaryDirectory(prefix="mlops-pit-", dir=spill_dir) as spill:
             files = self._spill(first, last, parts, entities, Path(spill))
-            schema = pq.read_schema(files[0]) if files[0] else None
-            joined = []
+            schema = self._schema()
+            work = []
             for part in range(parts):
                 mine = keyed[part_of == part].sort_values(ENTITY_TS, kind="stable")
-                if mine.empty:
-                    continue
-                table = pq.read_table(files[part]) if files[part] else None
-                if table is None:
-                    table = (schema or self._schema()).empty_table()
-                merged = self.merge(mine, table).drop(columns=[ENTITY_TS, *self.keys])
-                joined.append(merged)
+                if not mine.empty:
+                    work.append((mine, files[part]))
+            if executor is None:
+                joined = [_merge_partition(self, mine, file, schema) for mine, file in work]
+            else:
+                futures = [
+                    executor.submit(_merge_partition, self, mine, file, schema)
+                    for mine, file in work
+                ]
+                joined = [future.result() for future in futures]
         return pd.concat(joined).sort_values(_ROW).reset_index(drop=True)
 
     def _schema(self) -> pa.Schema:
-        return ds.dataset(self.path, format="parquet").schema.select(self.columns)
+        schema = ds.dataset(self.path, format="parquet").schema
+        return pa.schema([schema.field(c) for c in self.columns])
 
     def _spill(
         self,
@@ -317,7 +345,7 @@ class _ViewJoin:
     ) -> list[str | None]:
         """One pass over the source: its rows that can join, by key partition, to files."""
         writers: dict[int, pq.ParquetWriter] = {}
-        source_keys = [c.name for c in self.view.entity_columns]
+        source_keys = self.source_keys
         dtypes = {s: entities[k].dtype for s, k in zip(source_keys, self.keys, strict=True)}
         try:
             scanner = ds.dataset(self.path, format="parquet").scanner(
@@ -339,6 +367,14 @@ class _ViewJoin:
             for writer in writers.values():
                 writer.close()
         return [str(folder / f"part-{p}.parquet") if p in writers else None for p in range(parts)]
+
+
+def _merge_partition(
+    join: _ViewJoin, entities: pd.DataFrame, file: str | None, schema: pa.Schema
+) -> pd.DataFrame:
+    """One key partition: its entity rows with its spilled source rows (none: no file)."""
+    table = pq.read_table(file) if file else schema.empty_table()
+    return join.merge(entities, table).drop(columns=[ENTITY_TS, *join.keys])
 
 
 def _partition(keys: pd.DataFrame, parts: int) -> np.ndarray:

@@ -41,6 +41,7 @@ class StoreSettings:
     redis_connection_string: str = ""
     retrieval_memory_mb: float = DEFAULT_MEMORY_MB  # a view's point-in-time join, then partitions
     spill_dir: str | None = None
+    retrieval_dask_address: str | None = None  # a partitioned join's partitions run there
 
 
 def open_store(
@@ -76,6 +77,7 @@ def open_store(
             "snapshots": pins or {},
             "memory_mb": settings.retrieval_memory_mb,
             "spill_dir": settings.spill_dir,
+            "dask_address": settings.retrieval_dask_address,
         },
         entity_key_serialization_version=3,
         repo_path=Path(settings.repo_path).resolve(),

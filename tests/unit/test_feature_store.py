@@ -297,10 +297,10 @@ def test_a_join_in_key_partitions_is_the_whole_join_and_an_independent_recount(
     spilled: list[int] = []
     real = offline_store._ViewJoin.in_partitions
 
-    def spy(self, entities, first, last, parts, spill_dir):
+    def spy(self, entities, first, last, parts, spill_dir, executor):
         spilled.append(parts)
         assert spill_dir == str(tmp_path / "spill")
-        return real(self, entities, first, last, parts, spill_dir)
+        return real(self, entities, first, last, parts, spill_dir, executor)
 
     whole = training_set(whole_store, credit_spec, entity_df, SERVICE, stored_only=True)
     assert spilled == []  # within the default budget: one pass
@@ -316,3 +316,35 @@ def test_a_join_in_key_partitions_is_the_whole_join_and_an_independent_recount(
         expected = _recount(windows, key, at, ttl, "txn_count_7d")
         got = parts.loc[i, "txn_count_7d"]
         assert (pd.isna(got) and expected is None) or got == expected, (key, at, got, expected)
+
+
+def test_key_partitions_join_on_a_dask_cluster(credit_spec, features, tmp_path) -> None:
+    from distributed import Client, LocalCluster, get_task_stream
+
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": np.arange(1, 301) % 120 + 1,
+            "event_timestamp": pd.Timestamp("2026-01-15", tz="UTC")
+            - pd.to_timedelta(np.arange(300), unit="D"),
+        }
+    )
+    here = open_store(replace(_settings(tmp_path / "here"), retrieval_memory_mb=0.01))
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        there = open_store(
+            replace(
+                _settings(tmp_path / "there"),
+                retrieval_memory_mb=0.01,
+                retrieval_dask_address=cluster.scheduler_address,
+            )
+        )
+        for s in (here, there):
+            apply_definitions(s, credit_spec, str(features))
+        local = training_set(here, credit_spec, entity_df, SERVICE, stored_only=True)
+        with get_task_stream(client) as stream:
+            remote = training_set(there, credit_spec, entity_df, SERVICE, stored_only=True)
+        merged = [t for t in stream.data if "merge_partition" in str(t["key"])]
+    assert len(merged) > 2  # the partitions were joined on the cluster's workers
+    pd.testing.assert_frame_equal(remote, local)
