@@ -52,7 +52,9 @@ lint: setup
 bench: setup
 	$(VENV)/bin/python -m bench.preprocess
 	$(VENV)/bin/python -m bench.features
+	$(VENV)/bin/python -m bench.features --repeats 0 --growth 500000,1000000,2000000,5000000
 	$(VENV)/bin/python -m bench.train
 	$(VENV)/bin/python -m bench.validate
 	$(VENV)/bin/python -m bench.serve
 	$(VENV)/bin/python -m bench.monitor
+	$(VENV)/bin/python -m bench.growth

@@ -402,7 +402,6 @@ def growth_child(work: Path, rows: int, memory_mb: float) -> None:
     """In a fresh process: the training flow's labelled set (`labelled_set`: the service's
     stored views point in time, and its on-demand features) for `rows` labelled rows drawn
     from the prepared labels; prints seconds, peak RSS and the result's size as JSON."""
-    import resource
 
     spec = get_dataset("credit_risk")
     features = work / "prepared" / "features"
@@ -421,11 +420,11 @@ def growth_child(work: Path, rows: int, memory_mb: float) -> None:
     offset = pd.to_timedelta(rng.integers(0, 86_400_000_000, rows), unit="us")
     labels["event_timestamp"] = (labels["event_timestamp"] + offset).dt.floor("us")
     labels = labels.reset_index(drop=True)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    before = _high_water_gib()
     start = time.perf_counter()
     frame = labelled_set(store, spec, labels, SERVICE)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = _high_water_gib()
     result_gib = frame.memory_usage(deep=True).sum() / 2**30
     print(
         json.dumps(
@@ -438,6 +437,16 @@ def growth_child(work: Path, rows: int, memory_mb: float) -> None:
                 "columns": frame.shape[1],
             }
         )
+    )
+
+
+def _high_water_gib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the
+    parent it was forked from)."""
+    status = Path("/proc/self/status").read_text()
+    return (
+        int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+        / 2**20
     )
 
 
@@ -491,7 +500,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entities", type=int, default=200_000)
     parser.add_argument("--transactions", type=int, default=2_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="0: no point-in-time comparison")
     parser.add_argument("--lookups", type=int, default=500, help="per path and size, 20 warm-up")
     parser.add_argument("--port", type=int, default=6571)
     parser.add_argument("--work", default=None)
@@ -556,14 +565,22 @@ def main() -> None:
 
     if args.growth:
         sizes = [int(n) for n in args.growth.split(",")]
-        budgets = {"key partitions, 2 GiB budget": 2048.0, "one pass (no budget)": 1e9}
+        budgets = {
+            "2 GiB budget (the default)": 2048.0,
+            "256 MiB budget": 256.0,
+            "one pass (no budget)": 1e9,
+        }
         figures = growth(work, sizes, budgets)
         redis_server.stop()
         default = str(RESULTS / "features.json")
         out = str(RESULTS / "features-growth.json") if args.json == default else args.json
         write_json(out, "features-growth", args, figures)
         return
-    offline, identical = historical(spec, features, settings, store, args.entities, args.repeats)
+    offline, identical = None, True
+    if args.repeats:
+        offline, identical = historical(
+            spec, features, settings, store, args.entities, args.repeats
+        )
     print("materialize (every view, its whole TTL window, same rows), one run each:")
     for name, seconds in loads.items():
         print(f"  {name:>22}: {seconds:6.2f} s")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
@@ -54,6 +54,7 @@ _BYTES_PER_VALUE = 8
 _WORKING_COPIES = 4  # Arrow table, pandas frame, its sorted copy, merge_asof's output
 _MAX_PARTITIONS = 256
 _BATCH_ROWS = 256_000
+_ODFV_ROWS = 250_000  # on-demand transforms: slices past this only cost memory
 
 
 class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
@@ -124,21 +125,24 @@ class AsOfFileOfflineStore(DaskOfflineStore):
         # every view of this read from the snapshots published when it starts
         pins = pin_published([_source_path(v, repo_path) for v in requested], _pins(config))
 
-        def evaluate() -> dd.DataFrame:
-            result = point_in_time_join(
+        memory_mb = getattr(config.offline_store, "memory_mb", DEFAULT_MEMORY_MB)
+
+        def join() -> pd.DataFrame:
+            return point_in_time_join(
                 entity_df,
                 requested,
                 repo_path,
                 full_feature_names,
                 pins,
-                memory_mb=getattr(config.offline_store, "memory_mb", DEFAULT_MEMORY_MB),
+                memory_mb=memory_mb,
                 spill_dir=getattr(config.offline_store, "spill_dir", None),
                 dask_address=getattr(config.offline_store, "dask_address", None),
             )
-            return dd.from_pandas(result, npartitions=1, sort=False)
 
-        return DaskRetrievalJob(
-            evaluation_function=evaluate,
+        return AsOfRetrievalJob(
+            join,
+            memory_mb,
+            evaluation_function=lambda: dd.from_pandas(join(), npartitions=1, sort=False),
             full_feature_names=full_feature_names,
             on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(
                 feature_refs, project, registry
@@ -151,6 +155,34 @@ class AsOfFileOfflineStore(DaskOfflineStore):
             ),
             repo_path=str(repo_path),
         )
+
+
+class AsOfRetrievalJob(DaskRetrievalJob):
+    """Feast's Dask retrieval job, whose `to_df` keeps the join's frame: Feast's own goes
+    through Arrow and back, with the on-demand transforms on the whole table (about three
+    copies of the result at once); here they run on Arrow slices of `memory_mb`."""
+
+    def __init__(self, join: Callable[[], pd.DataFrame], memory_mb: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._join, self._memory_mb = join, memory_mb
+
+    def to_df(self, validation_reference: Any = None, timeout: int | None = None) -> pd.DataFrame:
+        if validation_reference is not None:
+            return super().to_df(validation_reference=validation_reference, timeout=timeout)
+        frame = self._join()
+        width = max(1, frame.shape[1]) * _BYTES_PER_VALUE * _WORKING_COPIES
+        rows = max(10_000, min(_ODFV_ROWS, int(self._memory_mb * 2**20 / width)))
+        for odfv in self.on_demand_feature_views:
+            pieces = []
+            for start in range(0, len(frame), rows):
+                table = pa.Table.from_pandas(frame.iloc[start : start + rows], preserve_index=False)
+                out = odfv.transform_arrow(table, self.full_feature_names)
+                keep = [c for c in out.column_names if not c.startswith("__index")]
+                pieces.append(out.select(keep).to_pandas())
+            computed = pd.concat(pieces, ignore_index=True)
+            for column in computed.columns:
+                frame[column] = computed[column].to_numpy()
+        return frame.reset_index(drop=True)
 
 
 def point_in_time_join(
@@ -166,29 +198,48 @@ def point_in_time_join(
     """Entity rows with, per view, the latest features at or before their timestamp (in TTL);
     sources read from the snapshot their path resolves to (`pins` first).
 
-    A view whose rows that can join would not fit `memory_mb` is joined in partitions by
-    entity key: one streaming pass over the source writes its rows, by a hash of their key, to
-    spill files under `spill_dir` (a temporary folder); then each partition's entity rows are
-    joined with its file alone. Memory: the result, plus one partition and one record batch.
-    With `dask_address`, the partitions are joined on that Dask cluster's workers.
+    Memory stays near the result's own size: each view joins only the entity rows' keys and
+    times, in time-ordered chunks sized to `memory_mb`, and its feature columns are added to
+    the result as they come. A view whose rows that can join would not fit `memory_mb` is joined
+    in partitions by entity key instead: one streaming pass over the source writes its rows, by
+    a hash of their key, to spill files under `spill_dir` (a temporary folder); then each
+    partition's entity rows are joined with its file alone (on the Dask cluster at
+    `dask_address`, if given).
     """
-    result = entity_df.copy()
-    result[ENTITY_TS] = pd.to_datetime(result[ENTITY_TS], utc=True).astype("datetime64[ns, UTC]")
-    result[_ROW] = np.arange(len(result))
-    first, last = result[ENTITY_TS].min(), result[ENTITY_TS].max()
+    ts = pd.to_datetime(entity_df[ENTITY_TS], utc=True).astype("datetime64[ns, UTC]")
+    keys = list(
+        dict.fromkeys(
+            view.projection.join_key_map.get(c.name, c.name)
+            for view in requested
+            for c in view.entity_columns
+        )
+    )
+    entities = pd.DataFrame({k: entity_df[k].to_numpy() for k in keys})
+    entities[_ROW] = np.arange(len(entity_df))
+    entities[ENTITY_TS] = ts.array  # tz-aware, as the sources' stamps
+    entities = entities.sort_values(ENTITY_TS, kind="stable")
+    result = entity_df.copy(deep=False)
+    result[ENTITY_TS] = ts
+    first, last = ts.min(), ts.max()
     for view, features in requested.items():
-        join = _ViewJoin.of(view, features, result, repo_path, full_feature_names, pins)
+        join = _ViewJoin.of(view, features, entities, repo_path, full_feature_names, pins)
         parts = join.partitions(first, last, memory_mb)
         if parts == 1:
-            result = result.sort_values(ENTITY_TS, kind="stable")
-            result = join.merge(result, join.read(first, last))
+            joined = join.in_chunks(entities, first, last, _chunk_rows(memory_mb, join))
         else:
-            result = result.sort_values(_ROW)
             with _executor(dask_address) as executor:
-                joined = join.in_partitions(result, first, last, parts, spill_dir, executor)
-            for column in joined.columns.drop(_ROW):
-                result[column] = joined[column].to_numpy()
-    return result.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
+                joined = join.in_partitions(entities, first, last, parts, spill_dir, executor)
+        for column in joined.columns.drop(_ROW):
+            result[column] = joined[column].to_numpy()
+        del joined
+    return result.reset_index(drop=True)
+
+
+def _chunk_rows(memory_mb: float, join: _ViewJoin) -> int:
+    """Entity rows per chunk: their keys, time, row number and the view's features, with the
+    merge's copies, within `memory_mb`."""
+    width = (len(join.keys) + 2 + len(join.features)) * _BYTES_PER_VALUE * _WORKING_COPIES
+    return max(10_000, int(memory_mb * 2**20 / width))
 
 
 @contextmanager
@@ -279,9 +330,12 @@ class _ViewJoin:
 
     def merge(self, entities: pd.DataFrame, source: pa.Table) -> pd.DataFrame:
         """`entities` (sorted by time) with the latest source row at or before each, in TTL."""
+        return self._merge(entities, self._frame(source, entities))
+
+    def _merge(self, entities: pd.DataFrame, source: pd.DataFrame) -> pd.DataFrame:
         return pd.merge_asof(
             entities,
-            self._frame(source, entities),
+            source,
             left_on=ENTITY_TS,
             right_on=_FEATURE_TS,
             by=self.keys or None,
@@ -289,6 +343,25 @@ class _ViewJoin:
             allow_exact_matches=True,
             tolerance=pd.Timedelta(self.ttl) if self.ttl else None,
         ).drop(columns=_FEATURE_TS)
+
+    def in_chunks(
+        self, entities: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp, chunk_rows: int
+    ) -> pd.DataFrame:
+        """`_ROW` and the view's features for every entity row (`entities` sorted by time), in
+        `_ROW` order: the source read whole, the entity rows joined `chunk_rows` at a time
+        with only the source rows inside their time range (and TTL)."""
+        source = self._frame(self.read(first, last), entities)
+        stamps = source[_FEATURE_TS]
+        keyed = entities[[_ROW, ENTITY_TS, *self.keys]]
+        joined = []
+        for start in range(0, len(keyed), chunk_rows):
+            chunk = keyed.iloc[start : start + chunk_rows]
+            since, until = chunk[ENTITY_TS].iloc[0], chunk[ENTITY_TS].iloc[-1]
+            lo = stamps.searchsorted(since - self.ttl, "left") if self.ttl else 0
+            hi = stamps.searchsorted(until, "right")
+            merged = self._merge(chunk, source.iloc[lo:hi])
+            joined.append(merged.drop(columns=[ENTITY_TS, *self.keys]))
+        return pd.concat(joined).sort_values(_ROW).reset_index(drop=True)
 
     def partitions(self, first: pd.Timestamp, last: pd.Timestamp, memory_mb: float) -> int:
         """How many key partitions keep one partition's rows (as pandas, with the copies the
