@@ -1,7 +1,8 @@
 """Benchmark: how time and memory grow with the input, per stage (README, "When one machine is
 not enough").
 
-Each measurement runs in a fresh process; its peak memory is the largest sum of the resident
+Each measurement runs in a fresh process (after one untimed run of the smallest size); its
+peak memory is the largest sum of the resident
 memory of that process and all its children (Dask workers, predictors, nginx), sampled every
 0.2 s. What is timed:
 
@@ -195,6 +196,11 @@ def main() -> None:
     figures: dict[str, Any] = {}
     for stage in args.stages.split(","):
         figures[stage] = {}
+        if stage != "serving":  # one untimed run first: imports and files from a cold cache
+            first = sizes[stage].split(",")[0]
+            measured(
+                [sys.executable, "-m", "bench.growth", "--child", stage, first, "--work", str(work)]
+            )
         for size in (int(n) for n in sizes[stage].split(",")):
             if stage == "serving":
                 result, peak = _serving(size, work)
