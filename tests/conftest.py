@@ -50,9 +50,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
         stop_s3_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """`mlflow server` on 127.0.0.1 (SQLite, a local artifact root); stopped by pid at the end."""
+    """`mlflow server` on 127.0.0.1 (SQLite, a local artifact root) for one test module; stopped
+    by pid after it (its job consumer would otherwise run through the rest of the session)."""
     from tests.mlflow_server import start_mlflow_server, stop_mlflow_server
 
     server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))

@@ -75,29 +75,29 @@ class MlflowRegistry(AliasMoves):
         self._ensure_model(name)
         run = self.client.create_run(self._experiment(), tags={"mlops.model": name})
         run_id = run.info.run_id
-        created = None
+        made = None
         try:
             with tempfile.TemporaryDirectory() as folder:
                 for file, content in files.items():
                     (Path(folder) / file).write_bytes(content)
                 self.client.log_artifacts(run_id, folder, MODEL_DIR)
             source = f"runs:/{run_id}/{MODEL_DIR}"
-            created = self.client.create_model_version(
+            made = self.client.create_model_version(
                 name, source, run_id=run_id, await_creation_for=0
             )
             version = ModelVersion(
                 name=name,
-                version=int(created.version),
+                version=int(made.version),
                 created_at=datetime.now(UTC),
                 files=sorted(files),
                 metadata=dict(metadata),
             )
             self._upload(run_id, MODEL_DIR, {METADATA: version.model_dump_json(indent=2).encode()})
-            self.client.set_model_version_tag(name, created.version, COMPLETE, "true")
+            self.client.set_model_version_tag(name, made.version, COMPLETE, "true")
             self.client.set_terminated(run_id)
         except BaseException:
-            if created is not None:  # never visible: it has no `mlops.complete` tag
-                _quietly(self.client.delete_model_version, name, created.version)
+            if made is not None:  # never visible: it has no `mlops.complete` tag
+                _quietly(self.client.delete_model_version, name, made.version)
             _quietly(self.client.set_terminated, run_id, "FAILED")
             raise
         return version
@@ -108,7 +108,7 @@ class MlflowRegistry(AliasMoves):
             return str(found.experiment_id)
         try:
             return str(self.client.create_experiment(EXPERIMENT))
-        except Exception:  # created meanwhile by another writer
+        except Exception:  # made meanwhile by another writer
             found = self.client.get_experiment_by_name(EXPERIMENT)
             if found is None:
                 raise

@@ -1,4 +1,4 @@
-"""Small objects written only on a condition: created if absent, replaced if unchanged.
+"""Small objects written only on a condition: written if absent, replaced if unchanged.
 
 The registry claims version numbers and moves aliases with these two writes. A local folder
 gets them from link(2) (fails on an existing name) and a lock held while comparing and
