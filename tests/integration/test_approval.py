@@ -81,6 +81,8 @@ def _prepare(tmp_path: Path, blocks: str) -> Path:
     return out
 
 
+# 66 s alone; in the full suite its data_prep has run past 300 s (after the flow tests)
+@pytest.mark.timeout(600)
 def test_a_suspended_validation_frees_its_worker_and_resumes_when_approved(
     prefect_env, api, processes, tmp_path: Path
 ) -> None:
