@@ -17,14 +17,13 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
-from tasks.processes import stop_process_group
+from tasks.processes import free_port, stop_process_group
 
 USER = "prefect"
 
@@ -41,12 +40,6 @@ def postgres_bin(name: str) -> str:
     if not versions:
         raise FileNotFoundError(f"PostgreSQL's {name} not found (make setup installs postgresql)")
     return versions[-1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalPostgres:
@@ -102,7 +95,7 @@ class LocalPostgres:
             ]
         )
         pwfile.unlink()
-        self.port = _free_port()
+        self.port = free_port()
         args = [postgres_bin("postgres"), "-D", str(data), "-h", "127.0.0.1"]
         args += ["-p", str(self.port), "-k", str(self.root), "-c", "max_connections=200"]
         with (self.root / "postgres.log").open("wb") as log:

@@ -4,7 +4,6 @@ served through the server (mlflow-artifacts:/), in its own process group, stoppe
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.processes import stop_process_group
+from tasks.processes import free_port, stop_process_group
 
 BIN = Path(sys.executable).parent
 
@@ -24,12 +23,6 @@ class MlflowServer:
     root: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
@@ -39,7 +32,7 @@ def _healthy(url: str) -> bool:
 
 
 def start_mlflow_server(root: Path, timeout: float = 90) -> MlflowServer:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     root.mkdir(parents=True, exist_ok=True)
     with (root / "mlflow-server.log").open("wb") as log:

@@ -8,13 +8,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tasks.processes import stop_process_group
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from tasks.processes import free_port, stop_process_group
 
 
 class LocalRedis:

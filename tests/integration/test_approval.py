@@ -19,7 +19,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
-from prefect.events.worker import EventsWorker
 
 from blocks import DaskCluster, FeatureRepo, ModelRegistry, ValidationPolicy
 from flows.approval import APPROVAL_KEY, ApprovalError, approve
@@ -87,9 +86,6 @@ def test_a_suspended_validation_frees_its_worker_and_resumes_when_approved(
     prefect_env, api, processes, tmp_path: Path
 ) -> None:
     began = time.monotonic()
-    # this process's events go through one cached worker whose client was made for the first
-    # server it saw (the flow tests'): drain it, so the next emit connects to this one
-    EventsWorker.drain_all(timeout=10)
     blocks = f"approval-{uuid.uuid4().hex[:8]}"
     DaskCluster(processes=False, n_workers=1, threads_per_worker=2, memory_limit="2GiB").save(
         blocks, overwrite=True
