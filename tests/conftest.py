@@ -84,3 +84,64 @@ def no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
+# -- real servers shared by tests/integration and tests/faults (tests/servers.py) -------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """Debian's PostgreSQL on 127.0.0.1 in a temporary data directory, for the Prefect servers
+    of the integration and fault tests (a database each); stopped by pid at the end."""
+    from flows.local_postgres import LocalPostgres
+
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory, postgres):
+    """A real `prefect server start` on PostgreSQL, stopped (SIGKILL if needed) at the end."""
+    from tests.servers import prefect_on_postgres
+
+    server = prefect_on_postgres(postgres, tmp_path_factory.mktemp("prefect-home"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prefect_env(prefect_server) -> dict[str, str]:
+    import os
+
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server.api_url,
+        "PREFECT_HOME": str(prefect_server.home),
+    }
+
+
+@pytest.fixture
+def api(prefect_server):
+    """Point this process's Prefect client, and its events, at the real server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # the process's events go through one cached worker whose client was made for the first
+    # server it saw (the flow tests'): drain it, so the next emit connects to this one; its
+    # failing deliveries would otherwise share the global event loop with the flows' API calls
+    EventsWorker.drain_all(timeout=10)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        yield
+
+
+@pytest.fixture
+def processes(tmp_path: Path):
+    from tests.servers import Processes
+
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()

@@ -26,8 +26,8 @@ from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
 from flows.training import TrainingParams, training
 from tasks.validation.gates import GatePolicy
-from tests.integration.conftest import BIN, ROOT, wait_for
 from tests.integration.test_deploy_and_worker import _prefect
+from tests.servers import BIN, ROOT, wait_for
 
 pytestmark = pytest.mark.integration
 NAME = "credit-approval"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.integration.conftest import BIN, ROOT, free_port
+from tests.servers import BIN, ROOT, free_port
 
 pytestmark = pytest.mark.integration
 

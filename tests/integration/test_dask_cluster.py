@@ -10,7 +10,7 @@ from features.credit_risk.generator import generate_demo
 from flows.data_prep import DataPrepParams, data_prep
 from tasks.data.publish import features_uri
 from tasks.specs.dataset_spec import GenerateOptions
-from tests.integration.conftest import BIN, free_port, wait_for
+from tests.servers import BIN, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import pytest
 from prefect.deployments import run_deployment
 
 from flows.local_server import prefect_cli
-from tests.integration.conftest import BIN, ROOT
+from tests.servers import BIN, ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks.feature_store.store import FeatureStoreError, run_feast_cli
-from tests.integration.conftest import ROOT
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.integration
 

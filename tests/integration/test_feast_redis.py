@@ -22,7 +22,7 @@ from tasks.feature_store.store import (
     stored_features,
     stored_refs,
 )
-from tests.integration.conftest import ROOT
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.integration
 SERVICE = "credit_risk_default_v1"

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.conftest import BIN, ROOT
+from tests.servers import BIN, ROOT
 
 pytestmark = pytest.mark.integration
 SCRIPT = ROOT / "tests" / "integration" / "horovod_smoke.py"

@@ -18,7 +18,7 @@ import pytest
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.integration.conftest import ROOT
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -54,7 +54,8 @@ from tasks.serving.local_target import LocalTarget
 from tasks.serving.replay import Traffic, label_rows, replay
 from tasks.serving.rollout import RolloutPolicy as Rollout
 from tasks.specs.datasets import get_dataset
-from tests.integration.conftest import (
+from tests.integration.test_deploy_and_worker import _prefect
+from tests.servers import (
     BIN,
     ROOT,
     Processes,
@@ -62,7 +63,6 @@ from tests.integration.conftest import (
     prefect_on_postgres,
     wait_for,
 )
-from tests.integration.test_deploy_and_worker import _prefect
 
 pytestmark = pytest.mark.integration
 NAME = "credit-loop"

@@ -15,7 +15,7 @@ from tasks.feature_store.store import (
     open_store,
     stored_features,
 )
-from tests.integration.conftest import ROOT
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.integration
 SERVING_PY = ROOT / ".venv-serving" / "bin" / "python"

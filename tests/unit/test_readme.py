@@ -41,10 +41,10 @@ RUN_BY: dict[tuple[str, str], tuple[str, str]] = {
     ("prefect", "variable"): ("tests/integration/test_loop.py", '"variable", "set"'),
     ("curl", "/api/v1.0/predictions"): ("tests/flows/test_monitoring_flow.py", "replay(url, apps"),
     ("curl", "/api/v1.0/feedback"): ("tests/flows/test_monitoring_flow.py", "/feedback"),
-    ("export", "PREFECT_API_URL"): ("tests/integration/conftest.py", '"PREFECT_API_URL"'),
+    ("export", "PREFECT_API_URL"): ("tests/conftest.py", '"PREFECT_API_URL"'),
     # the integration tests' servers get it from LocalServer(database_url=...)
     ("export", "PREFECT_API_DATABASE_CONNECTION_URL"): (
-        "tests/integration/conftest.py",
+        "tests/servers.py",
         "database_url=postgres.database(",
     ),
 }

@@ -1,0 +1,60 @@
+"""The real servers and processes the integration and fault tests share: Debian's PostgreSQL,
+a `prefect server start` on it, background processes stopped by pid, and waiting for a state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from flows.local_postgres import LocalPostgres
+from flows.local_server import LocalServer
+from tasks.processes import free_port, stop_process_group
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def prefect_on_postgres(postgres: LocalPostgres, home: Path) -> LocalServer:
+    """A `prefect server start` whose database is a new one on `postgres` (started)."""
+    database = f"prefect_{uuid.uuid4().hex[:12]}"
+    server = LocalServer(home=home, port=free_port(), database_url=postgres.database(database))
+    server.start(timeout=180)
+    return server
+
+
+class Processes:
+    """Background processes started in their own process group and always stopped."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.pids: list[int] = []
+
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        log = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
+        self.pids.append(proc.pid)
+        return proc
+
+    def stop_all(self) -> None:
+        for pid in reversed(self.pids):  # the last started (workers) first
+            stop_process_group(pid, timeout=10)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
