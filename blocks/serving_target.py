@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from tasks.serving.local_target import LocalSettings, LocalTarget
 
@@ -31,14 +32,29 @@ class ServingTarget(Block):
         default="data/feast/online_store.db",
         description="SQLite online store file, or Feast's Redis store as redis://host:port/db.",
     )
+    online_store_password: SecretStr | None = Field(
+        default=None,
+        description="local: the Redis online store's password, if it asks for one (handed to "
+        "the predictors through their environment).",
+    )
     workers: int = Field(default=1, ge=1, le=64, description="gunicorn workers per predictor.")
     threads: int = Field(
         default=2, ge=1, le=64, description="Per worker; >1 keeps connections alive."
     )
     max_rows: int = Field(default=1000, ge=1, description="Larger batches are answered 413.")
-    max_body_kb: int = Field(default=1024, ge=1, description="nginx refuses larger bodies (413).")
+    max_body_kb: int = Field(
+        default=1024, ge=1, description="nginx and each predictor refuse larger bodies (413)."
+    )
     startup_timeout_s: float = Field(default=60.0, gt=0)
     drain_s: float = Field(default=2.0, ge=0, description="Wait before stopping a predictor.")
+    client_keepalive_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="nginx keep-alive for clients. 0: one connection per request, so that no "
+        "request fails when a rollout reloads nginx (a reload closes kept-alive connections "
+        "right after the answer in flight, and a client's next request on one fails); >0 "
+        "saves a connect per request, for clients that retry on a closed connection.",
+    )
     # kubernetes
     context: str | None = Field(default=None, description="kubeconfig context; None: current.")
     namespace: str = "default"
@@ -59,6 +75,20 @@ class ServingTarget(Block):
         description="Where this flow reads the request log the cluster's predictors write (their "
         "log volume, mounted or synced); empty: no window can be judged, so no promotion.",
     )
+
+    @model_validator(mode="after")
+    def _password_in_its_field(self) -> ServingTarget:
+        if "://" in self.online_store and urlsplit(self.online_store).password:
+            raise ValueError(
+                "online_store: the URL holds a password; give it in online_store_password "
+                "(a secret field) and leave it out of the URL"
+            )
+        if self.online_store_password is not None and self.kind != "local":
+            raise ValueError(
+                "online_store_password is for kind local (the predictors this block starts); "
+                "kind kubernetes does not pass it to the cluster's predictors"
+            )
+        return self
 
     def log_dir(self, model: str) -> Path:
         """Where `model`'s request and labels logs are (what monitoring reads)."""
@@ -84,10 +114,14 @@ class ServingTarget(Block):
             port=self.port,
             serving_python=self.serving_python,
             online_store=self.online_store,
+            online_store_password=(
+                self.online_store_password.get_secret_value() if self.online_store_password else ""
+            ),
             workers=self.workers,
             threads=self.threads,
             max_rows=self.max_rows,
             max_body_kb=self.max_body_kb,
             startup_timeout_s=self.startup_timeout_s,
             drain_s=self.drain_s,
+            client_keepalive_s=self.client_keepalive_s,
         )

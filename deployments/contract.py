@@ -11,16 +11,20 @@ model's feature vector is assembled from it, as plain data written at registrati
      "fingerprint": "<service>:<digest>"}
 
 On-demand transforms are the functions Feast's on-demand views call in training: they take
-columns (request fields and stored features) and return columns. Only modules of the
-`features` package are imported, so a contract cannot make a server load arbitrary code.
+columns (request fields and stored features) and return columns. Only functions defined in one
+dataset's folder (`features/<dataset>/`, the same one for all of a contract's transforms) are
+imported, and each module's file is checked before it is imported (`dataset_object`, the loader
+dataset specs use too), so a contract cannot make a server load arbitrary code.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SERVING = "serving.json"
@@ -33,6 +37,10 @@ Columns = dict[str, list[Any]]
 
 class ContractError(ValueError):
     """A malformed serving contract; names the field."""
+
+
+class CodeReferenceError(ImportError):
+    """A `features.<dataset>.<module>:<function>` reference refused or not importable."""
 
 
 @dataclass(frozen=True)
@@ -98,21 +106,121 @@ class ServingContract:
         return [f for names in self.views.values() for f in names]
 
     def transforms(self) -> list[tuple[Callable[[Mapping[str, Sequence[Any]]], Columns], OnDemand]]:
-        """The on-demand transforms, imported (only from the `features` package)."""
-        return [(load_transform(o.transform), o) for o in self.on_demand]
+        """The on-demand transforms, imported (only from one dataset's folder)."""
+        loaded = [(load_transform(o.transform), o) for o in self.on_demand]
+        datasets = sorted({o.transform.split(".")[1].split(":")[0] for o in self.on_demand})
+        if len(datasets) > 1:
+            raise ContractError(
+                f"{SERVING}: on_demand: transforms of several datasets {datasets}; a version "
+                "serves the features of one"
+            )
+        return loaded
 
 
 def load_transform(path: str) -> Callable[[Mapping[str, Sequence[Any]]], Columns]:
-    module_name, _, attr = path.partition(":")
-    if module_name.split(".")[0] != TRANSFORM_PACKAGE or not attr:
-        raise ContractError(
-            f"{SERVING}: on-demand transform '{path}' is not a function of the "
-            f"'{TRANSFORM_PACKAGE}' package (package.module:function)"
-        )
+    """An on-demand transform: a function of a dataset's folder (see `dataset_object`)."""
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ContractError(
-            f"{SERVING}: cannot import on-demand transform '{path}': {exc}"
-        ) from exc
+        fn = dataset_object(path)
+    except CodeReferenceError as exc:
+        raise ContractError(f"{SERVING}: on-demand transform: {exc}") from exc
+    if not callable(fn):
+        raise ContractError(f"{SERVING}: on-demand transform '{path}' is not callable")
     return fn  # type: ignore[no-any-return]
+
+
+def dataset_object(path: str, dataset: str | None = None) -> Any:
+    """Import `features.<dataset>[.<module>...]:<name>`, an object defined in that dataset's
+    folder `features/<dataset>/` (of `dataset`, if given).
+
+    Refused with a CodeReferenceError, before anything of it is imported: another package or
+    dataset, relative or malformed names, a module or package whose file (symlinks resolved)
+    lies outside the dataset's folder, and a name the module took from elsewhere.
+    """
+    module_name, colon, attr = path.partition(":")
+    parts = module_name.split(".")
+    if (
+        not colon
+        or len(parts) < 2
+        or parts[0] != TRANSFORM_PACKAGE
+        or not all(p.isidentifier() for p in [*parts, attr])
+    ):
+        raise CodeReferenceError(
+            f"'{path}' is not a function of the '{TRANSFORM_PACKAGE}' package "
+            f"({TRANSFORM_PACKAGE}.<dataset>.<module>:<function>)"
+        )
+    package = f"{TRANSFORM_PACKAGE}.{parts[1]}"
+    if dataset is not None and parts[1] != dataset:
+        raise CodeReferenceError(
+            f"'{path}' is outside dataset '{dataset}': only modules of "
+            f"{TRANSFORM_PACKAGE}.{dataset} may be named"
+        )
+    folder = _dataset_folder(package, path)
+    for i in range(3, len(parts) + 1):
+        _check_inside(".".join(parts[:i]), folder, path)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the dataset's own code failing at import
+        raise CodeReferenceError(
+            f"cannot import '{module_name}': {type(exc).__name__}: {exc}"
+        ) from exc
+    if not hasattr(module, attr):
+        raise CodeReferenceError(f"module '{module_name}' has no attribute '{attr}'")
+    obj = getattr(module, attr)
+    origin = str(getattr(obj, "__module__", None))
+    if origin != package and not origin.startswith(f"{package}."):
+        raise CodeReferenceError(
+            f"'{path}' is not a function or class defined in {package} (its module: {origin})"
+        )
+    return obj
+
+
+def _find(name: str, path: str) -> Any:
+    try:
+        spec = importlib.util.find_spec(name)  # imports the parent package only
+    except Exception as exc:  # finding it imports the parent package, the dataset's code
+        raise CodeReferenceError(
+            f"'{path}': cannot find module '{name}': {type(exc).__name__}: {exc}"
+        ) from exc
+    if spec is None:
+        raise CodeReferenceError(f"'{path}': no module named '{name}'")
+    return spec
+
+
+def _dataset_folder(package: str, path: str) -> Path:
+    """The dataset package's folder, refused if it is a symlink or not a plain package."""
+    spec = _find(package, path)
+    locations = list(spec.submodule_search_locations or [])
+    if not spec.has_location or len(locations) != 1:
+        raise CodeReferenceError(f"'{path}': '{package}' is not a dataset folder (a package)")
+    folder = Path(locations[0])
+    resolved = _resolve(folder, path)
+    if resolved != _resolve(folder.parent, path) / folder.name:
+        raise CodeReferenceError(
+            f"'{path}': dataset folder {folder} leads outside the '{TRANSFORM_PACKAGE}' "
+            f"package (to {resolved})"
+        )
+    if not _resolve(Path(spec.origin), path).is_relative_to(resolved):
+        raise CodeReferenceError(f"'{path}': {spec.origin} lies outside {folder}")
+    return resolved
+
+
+def _check_inside(name: str, folder: Path, path: str) -> None:
+    """Refuse module `name` unless its file (and, for a package, its folders) lies in `folder`."""
+    spec = _find(name, path)
+    files = [*(spec.submodule_search_locations or [])]
+    if spec.has_location:
+        files.append(spec.origin)
+    elif not files:  # built-in or frozen: no file at all
+        raise CodeReferenceError(f"'{path}': module '{name}' is not a file of {folder}")
+    outside = [f for f in files if not _resolve(Path(f), path).is_relative_to(folder)]
+    if outside:
+        raise CodeReferenceError(
+            f"'{path}': module '{name}' loads {outside[0]}, outside the dataset folder {folder}"
+        )
+
+
+def _resolve(file: Path, path: str) -> Path:
+    try:
+        return file.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise CodeReferenceError(f"'{path}': cannot resolve {file}: {exc}") from exc

@@ -23,11 +23,13 @@ reader the platform uses too) and computes the on-demand features with the funct
 on-demand views call in training (deployments/contract.py). The answer holds calibrated
 probabilities in `data.ndarray`, and the model, version, role, request id and the count of
 missing and expired stored features in `meta.tags`. A bad request gets a 4xx naming the
-problem and the server keeps serving.
+problem and the server keeps serving, bodies Seldon's own parsing cannot read included
+(`model_error_handler`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -145,6 +147,11 @@ class ModelServer:
         if self.reader is not None:
             self.reader.ping()
         return {**self._tags, "fingerprint": self.contract.fingerprint}
+
+    @property
+    def model_error_handler(self) -> Any:
+        """A Flask blueprint Seldon's wrapper registers: see `error_blueprint`."""
+        return error_blueprint()
 
     # -- predictions --------------------------------------------------------------------------
 
@@ -313,8 +320,9 @@ class ModelServer:
         started = time.perf_counter()
         stored = self.reader.read(rows, gaps=gaps)
         lookup_ms = (time.perf_counter() - started) * 1000
+        logged = [*contract.join_keys, *contract.request_fields]  # checked above; not the rest
         extra: list[dict[str, Any]] = [
-            {"entity": row, "missing": [], "expired": []} for row in rows
+            {"entity": {k: row[k] for k in logged}, "missing": [], "expired": []} for row in rows
         ]
         for i, view, kind in gaps:
             extra[i][kind].append(view)
@@ -506,6 +514,49 @@ class ModelServer:
             }
             for i, v in enumerate(flat)
         ]
+
+
+FEEDBACK_PATHS = ("/api/v1.0/feedback", "/api/v0.1/feedback", "/send-feedback")
+
+
+def error_blueprint() -> Any:
+    """Bodies Seldon parses before the model sees them, answered 400 in the form `_refused`
+    uses instead of Seldon's 500: a `json` form field that is not JSON (Seldon calls
+    `json.loads` on it unguarded), JSON nested deeper than Python's recursion limit, and a
+    feedback body that is not a Feedback message (Seldon's parse of `false` raises TypeError)."""
+    from flask import Blueprint, jsonify, request
+
+    blueprint = Blueprint("mlops_bad_requests", __name__)
+
+    def refuse(reason: str, message: str) -> Any:
+        logger.info("refused a request body: %s: %s", reason, message)
+        body = {"status": {"code": 400, "info": message, "reason": reason, "status": "FAILURE"}}
+        return jsonify(body), 400
+
+    @blueprint.app_errorhandler(json.JSONDecodeError)
+    def not_json(exc: json.JSONDecodeError) -> Any:
+        return refuse("BAD_JSON", f"a 'json' form field or query parameter is not JSON: {exc}")
+
+    @blueprint.app_errorhandler(RecursionError)
+    def too_deep(exc: RecursionError) -> Any:
+        return refuse("BAD_JSON", "the request's JSON is nested too deeply")
+
+    @blueprint.before_app_request
+    def feedback_is_a_message() -> Any:
+        if request.path not in FEEDBACK_PATHS:
+            return None
+        from google.protobuf import json_format
+        from seldon_core.flask_utils import get_request
+        from seldon_core.proto import prediction_pb2
+
+        message = get_request()  # what it refuses is answered 400 by Seldon or the above
+        try:
+            json_format.ParseDict(message, prediction_pb2.Feedback())
+        except Exception as exc:  # parsing the client's body, nothing of the server's
+            return refuse("BAD_FEEDBACK", f"not a Seldon Feedback message: {exc}")
+        return None
+
+    return blueprint
 
 
 def open_reader(location: str, project: str, views: dict[str, list[str]]) -> ViewReader:

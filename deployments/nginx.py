@@ -36,10 +36,14 @@ def nginx_config(
     shadow: str | None = None,
     max_body_kb: int = 1024,
     run_as_root: bool = False,
+    client_keepalive_s: float = 0.0,
 ) -> str:
     """An nginx.conf serving `listen` (host:port) from `upstreams`, mirrored to `shadow`.
 
-    Every path nginx writes (pid, logs, temp files) lies under `state_dir`.
+    Every path nginx writes (pid, logs, temp files) lies under `state_dir`. With
+    `client_keepalive_s` 0 each client request has its own connection: `nginx -s reload`
+    closes a kept-alive one right after the answer in flight, and a client's next request on
+    it fails (measured by bench/load.py: 8 of 17,249 wrk requests over three reloads).
     """
     if not upstreams or any(not 1 <= u.weight <= 100 for u in upstreams):
         raise ValueError(f"upstream weights must be 1..100, got {list(upstreams)}")
@@ -98,6 +102,7 @@ http {{
   # bodies stay in memory: one spilled to a temp file (over 8-16k) reached the predictor
   # 40 ms late (Nagle and delayed ACK), measured by bench/serve at 100 rows
   client_body_buffer_size {max_body_kb}k;
+  keepalive_timeout {client_keepalive_s:g}s;
   keepalive_requests 100000;
 
   upstream mlops_model {{
@@ -115,6 +120,13 @@ http {{
     location / {{
 {mirror}      {proxy}
       proxy_next_upstream error timeout;
+      proxy_pass http://mlops_model;
+    }}
+    location = /api/v1.0/predictions {{
+{mirror}      {proxy}
+      # a score is a pure function of the request: one cut off by a predictor that died
+      # mid-answer is sent to the next (its request id may then be logged by both)
+      proxy_next_upstream error timeout non_idempotent;
       proxy_pass http://mlops_model;
     }}{shadow_location}
   }}

@@ -25,7 +25,13 @@ from tasks.data.prefect_tasks import (
     plan_sources_task,
     report_data_prep,
 )
-from tasks.data.publish import current_snapshot, discard, new_snapshot_id, staging_uri
+from tasks.data.publish import (
+    current_snapshot,
+    discard,
+    explained_out_of_space,
+    new_snapshot_id,
+    staging_uri,
+)
 from tasks.feature_store.prefect_tasks import publish_task, report_skew
 from tasks.specs.datasets import DEFAULT_DATASET
 
@@ -108,36 +114,37 @@ def _prepare_on_dask(params: DataPrepParams) -> DataPrepResult:
     snapshot = new_snapshot_id(started)
     staging = staging_uri(output_uri, snapshot)
     policy = load_or_default(DataQualityPolicy, params.quality_policy_block, DataQualityPolicy())
-    try:
-        report = build_features_task.submit(spec, plan, staging, now, access).result()
-        keep_quarantine_task(staging, output_uri, snapshot)  # kept whatever the checks say
-        report_data_prep(spec.name, report, output_uri)
-        checks = check_quality_task(
+    with explained_out_of_space(output_uri, snapshot):  # a full disk: one clear error
+        try:
+            report = build_features_task.submit(spec, plan, staging, now, access).result()
+            keep_quarantine_task(staging, output_uri, snapshot)  # kept whatever the checks say
+            report_data_prep(spec.name, report, output_uri)
+            checks = check_quality_task(
+                spec,
+                report,
+                staging,
+                output_uri,
+                policy.policy,
+                params.allow_empty,
+                params.max_reject_rate,
+            )
+        except BaseException:
+            discard(staging)
+            raise
+        repo = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo())
+        previous = current_snapshot(output_uri)
+        labelled_before = labelled_rows(output_uri, previous)  # publishing may prune it
+        skew = publish_task(
             spec,
-            report,
             staging,
             output_uri,
-            policy.policy,
-            params.allow_empty,
-            params.max_reject_rate,
+            snapshot,
+            repo.settings() if params.materialize else None,
+            started,
+            params.max_skew_rate,
+            params.skew_sample,
+            params.keep_snapshots,
         )
-    except BaseException:
-        discard(staging)
-        raise
-    repo = load_or_default(FeatureRepo, params.feature_repo_block, FeatureRepo())
-    previous = current_snapshot(output_uri)
-    labelled_before = labelled_rows(output_uri, previous)  # publishing may prune it
-    skew = publish_task(
-        spec,
-        staging,
-        output_uri,
-        snapshot,
-        repo.settings() if params.materialize else None,
-        started,
-        params.max_skew_rate,
-        params.skew_sample,
-        params.keep_snapshots,
-    )
     warnings = [
         f"{c.table}{'.' + c.feature if c.feature else ''} {c.check}: {c.detail}"
         for c in checks

@@ -1,9 +1,9 @@
 """A PostgreSQL server on loopback for the Prefect server (Debian's `postgresql` binaries).
 
-The cluster lives in its own data directory, listens on 127.0.0.1 only (no Unix socket
-outside that directory), and asks for a password generated at `initdb`. PostgreSQL refuses
-to run as root: run as root, the cluster belongs to the `postgres` user that Debian's package
-creates. Stopped by pid (fast shutdown).
+The cluster lives in its own data directory (in a fresh 0700 folder), listens on 127.0.0.1
+only (no Unix socket outside that folder), and asks for a password generated at `initdb`.
+PostgreSQL refuses to run as root: run as root, the cluster belongs to the `postgres` user that
+Debian's package creates. Stopped by pid (fast shutdown).
 
     with LocalPostgres(workdir) as pg:
         url = pg.database("prefect")  # for PREFECT_API_DATABASE_CONNECTION_URL
@@ -74,11 +74,11 @@ class LocalPostgres:
         self.root = Path(tempfile.mkdtemp(prefix="mlops-postgres-", dir=self.parent))
         if self._owner is not None:  # the cluster's owner must reach and own its folder
             os.chown(self.root, self._owner.pw_uid, self._owner.pw_gid)
-        pwfile = self.root / "pw"
-        pwfile.write_text(self.password)
+        pwfile = self.root / "pw"  # owner-only from its creation; removed after initdb
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(self.password)
         if self._owner is not None:
             os.chown(pwfile, self._owner.pw_uid, self._owner.pw_gid)
-        os.chmod(pwfile, 0o600)
         data = self.root / "data"
         self._run(
             [

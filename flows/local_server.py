@@ -1,6 +1,7 @@
 """A local Prefect server started and stopped as a process: on SQLite under its PREFECT_HOME
 (the embedded default), or on PostgreSQL given `database_url` (or
-PREFECT_API_DATABASE_CONNECTION_URL in the environment)."""
+PREFECT_API_DATABASE_CONNECTION_URL in the environment). Its home is owner-only (0700); the
+database URL, password included, reaches the server through its environment."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.processes import stop_process_group
+from tasks.processes import private_dir, stop_process_group
 
 DEFAULT_HOME = Path(".mlops/prefect")
 DEFAULT_PORT = int(os.environ.get("MLOPS_PREFECT_PORT", "4200"))
@@ -22,7 +23,8 @@ DEFAULT_PORT = int(os.environ.get("MLOPS_PREFECT_PORT", "4200"))
 class LocalServer:
     home: Path
     port: int
-    database_url: str | None = None  # postgresql+asyncpg://...; None: the environment's, or SQLite
+    # postgresql+asyncpg://user:password@...; None: the environment's, or SQLite
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def api_url(self) -> str:
@@ -47,7 +49,7 @@ class LocalServer:
         """Start the server unless it already answers; wait until /api/health does."""
         if self.healthy():
             return
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         env = {**os.environ, "PREFECT_HOME": str(self.home.resolve())}
         env.pop("PREFECT_API_URL", None)
         env["PREFECT_UI_API_URL"] = self.api_url  # the UI's calls (else :4200 whatever the port)
@@ -138,7 +140,7 @@ class LocalWorker:
         running = self.pid()
         if running is not None:
             return running
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         log = (self.home / "worker.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "-p", self.pool],

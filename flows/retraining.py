@@ -279,7 +279,7 @@ def _maybe_data_prep(
         "pipelines", []
     )
     if params.data_prep == "auto" and not rebuilt:  # new data_prep code: features made again
-        newer = newer_source_files(source.uri, data_uri, source.access().storage_options)
+        newer = newer_source_files(source.uri, data_uri, source.access().fsspec_options())
         if not newer:
             runs["data-prep"] = None
             return "skipped: no source file newer than the published snapshot"

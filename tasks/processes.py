@@ -1,5 +1,5 @@
-"""The servers and workers the platform starts: a free loopback port for one, and stopping
-them by pid (each in its own session)."""
+"""The servers and workers the platform starts: a free loopback port for one, their state
+folders (owner-only), and stopping them by pid (each in its own session)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,21 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 import time
+from pathlib import Path
+
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: str | Path) -> Path:
+    """`path` as a folder only its owner can enter (0700), made with its parents if missing;
+    only this leaf's mode is set, never a parent's."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if stat.S_IMODE(folder.stat().st_mode) != PRIVATE_DIR:
+        os.chmod(folder, PRIVATE_DIR)
+    return folder
 
 
 def free_port(host: str = "127.0.0.1") -> int:

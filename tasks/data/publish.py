@@ -14,9 +14,12 @@ read as it is until the first snapshot is published.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import fsspec
@@ -26,6 +29,40 @@ SNAPSHOTS = "snapshots"
 QUARANTINE = "quarantine"
 FEATURES = "features"
 LABELS = "labels"  # the labelled event rows, a table beside the feature tables
+
+
+class OutOfSpace(OSError):
+    """The output's device or quota is full; the message says what stays published."""
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Whether `exc`, or what caused it, is a full device or quota (pyarrow and Dask wrap it)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextmanager
+def explained_out_of_space(output_uri: str, snapshot: str) -> Iterator[None]:
+    """A full device while building or publishing `snapshot` becomes one clear OutOfSpace."""
+    try:
+        yield
+    except OutOfSpace:
+        raise
+    except BaseException as exc:
+        if not out_of_space(exc):
+            raise
+        published = current_snapshot(output_uri)
+        raise OutOfSpace(
+            errno.ENOSPC,
+            f"{output_uri}: no space left on the device while writing snapshot {snapshot}; "
+            f"nothing of it was published, and the published snapshot is still "
+            f"{published or '(none yet)'}",
+        ) from exc
 
 
 def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -120,11 +157,16 @@ def switch(output_uri: str, snapshot: str) -> str | None:
     body = json.dumps({"snapshot": snapshot, "published_at": datetime.now(UTC).isoformat()})
     if "file" in fs.protocol or "local" in fs.protocol:
         tmp = _join(root, f".{CURRENT}.{uuid.uuid4().hex}")
-        with open(tmp, "w") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, _join(root, CURRENT))
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, _join(root, CURRENT))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     else:
         fs.pipe(_join(root, CURRENT), body.encode())
     return previous

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -12,12 +14,14 @@ from tasks.processes import free_port, stop_process_group
 
 
 class LocalRedis:
-    """`redis-server` bound to `host` on a free port, without persistence, in its own session;
-    stopped by pid. Use as a context manager."""
+    """`redis-server` bound to `host` on a free port, without persistence, in its own session,
+    its working folder a fresh owner-only (0700) one (where a SAVE would write), removed when
+    it is stopped by pid. Use as a context manager."""
 
     def __init__(self, log: str | Path, host: str = "127.0.0.1", binary: str = "redis-server"):
         self.log, self.host, self.binary = Path(log), host, binary
         self.port = 0
+        self.dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -32,11 +36,12 @@ class LocalRedis:
     def start(self, timeout_s: float = 30) -> LocalRedis:
         self.port = free_port(self.host)
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "--bind", self.host, "--port", str(self.port)]
+        self.dir = Path(tempfile.mkdtemp(prefix="mlops-redis-"))
+        args = [self.binary, "--bind", self.host, "--port", str(self.port), "--dir", str(self.dir)]
         args += ["--save", "", "--appendonly", "no", "--protected-mode", "yes"]
         with self.log.open("wb") as out:
             self._proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                args, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True
             )
         deadline = time.monotonic() + timeout_s
         while not self._answers():
@@ -58,6 +63,9 @@ class LocalRedis:
         if self._proc is not None:
             stop_process_group(self._proc.pid, timeout=10)
             self._proc = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
 
     def __enter__(self) -> LocalRedis:
         return self.start()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +38,7 @@ class StoreSettings:
     registry_path: str = "data/feast/registry.db"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: str = "data/feast/online_store.db"
-    redis_connection_string: str = ""
+    redis_connection_string: str = field(default="", repr=False)  # may hold a password
     retrieval_memory_mb: float = DEFAULT_MEMORY_MB  # a view's point-in-time join, then partitions
     spill_dir: str | None = None
     retrieval_dask_address: str | None = None  # a partitioned join's partitions run there

@@ -7,13 +7,18 @@ Two detectors per version, fitted on its reference sample (training rows):
 
 They are saved with Alibi Detect's `save_detector` (config.toml + x_ref.npy): numeric x_ref and
 no preprocess_fn, so nothing is pickled. The registry keeps flat file names, so each detector's
-files are stored as `<detector>.<file>` and put back into a folder to load.
+files are stored as `<detector>.<file>` and put back into a folder to load. Nothing is unpickled
+on load either: a config.toml is read as data first and refused unless it is one of these two
+detectors with its x_ref in x_ref.npy and no other file (Alibi Detect would `dill.load` a
+preprocess_fn or kernel it names), and x_ref.npy is read with `allow_pickle=False`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +37,32 @@ MISSING = -1.0e12
 SCORE = "score"
 
 
+DETECTOR_CLASSES = {FEATURE_DETECTOR: "TabularDrift", SCORE_DETECTOR: "KSDrift"}
+# what save_detector writes for them; any other key may name a file Alibi Detect would unpickle
+CONFIG_KEYS = {
+    "name",
+    "x_ref",
+    "preprocess_fn",
+    "input_shape",
+    "data_type",
+    "x_ref_preprocessed",
+    "p_val",
+    "preprocess_at_init",
+    "update_x_ref",
+    "correction",
+    "alternative",
+    "n_features",
+    "categories_per_feature",
+    "meta",
+}
+
+
 class DetectorMismatch(ValueError):
     """A version's detectors watch features its served records do not carry."""
+
+
+class DetectorLoadError(ValueError):
+    """A detector file that is refused or cannot be loaded; the message names the file."""
 
 
 def detector_file_names() -> list[str]:
@@ -113,11 +142,49 @@ class Detectors:
         return np.asarray(self.score_detector.x_ref).ravel()
 
 
-def load_detectors(read: Callable[[str], bytes], origin: str = "registered with the version"):
-    """Detectors from their files (`read(name) -> bytes`), loaded by Alibi Detect."""
+def check_config(name: str, text: bytes) -> None:
+    """Refuse a detector's config.toml unless it is what `fit_detector_files` writes for
+    `name` (so nothing it names is unpickled); DetectorLoadError names the file."""
+    where = f"{name}.config.toml"
+    try:
+        config = tomllib.loads(text.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DetectorLoadError(f"{where}: not a TOML detector config ({exc})") from exc
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    problems = [f"unknown field(s) {unknown}"] if unknown else []
+    if config.get("name") != DETECTOR_CLASSES[name]:
+        problems.append(f"name {config.get('name')!r}, not {DETECTOR_CLASSES[name]!r}")
+    if config.get("x_ref") != "x_ref.npy":
+        problems.append(f"x_ref {config.get('x_ref')!r}, not 'x_ref.npy'")
+    if config.get("preprocess_fn", "None") != "None":
+        problems.append(f"preprocess_fn {config.get('preprocess_fn')!r} (only none is loaded)")
+    if problems:
+        raise DetectorLoadError(f"{where}: refused, it could load code: {'; '.join(problems)}")
+
+
+def check_x_ref(name: str, data: bytes) -> None:
+    """Refuse a detector's x_ref.npy unless it is a plain numeric array (an object array is
+    a pickle); DetectorLoadError names the file."""
+    try:
+        x_ref = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DetectorLoadError(f"{name}.x_ref.npy: refused, not a numeric array ({exc})") from exc
+    if not isinstance(x_ref, np.ndarray) or x_ref.dtype.kind not in "biuf":
+        raise DetectorLoadError(f"{name}.x_ref.npy: refused, not a numeric array")
+
+
+def load_detectors(
+    read: Callable[[str], bytes], origin: str = "registered with the version", where: str = ""
+):
+    """Detectors from their files (`read(name) -> bytes`), loaded by Alibi Detect without
+    unpickling anything; DetectorLoadError (prefixed by `where`) names a refused file."""
     from alibi_detect.saving import load_detector
 
-    info = json.loads(read(DRIFT_INFO))
+    prefix = f"{where}: " if where else ""
+    try:
+        info = json.loads(read(DRIFT_INFO))
+    except ValueError as exc:
+        raise DetectorLoadError(f"{prefix}{DRIFT_INFO}: not JSON ({exc})") from exc
     loaded = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in (FEATURE_DETECTOR, SCORE_DETECTOR):
@@ -125,7 +192,18 @@ def load_detectors(read: Callable[[str], bytes], origin: str = "registered with 
             folder.mkdir()
             for file in DETECTOR_FILES:
                 (folder / file).write_bytes(read(f"{name}.{file}"))
-            loaded[name] = load_detector(folder)
+            try:
+                check_config(name, (folder / "config.toml").read_bytes())
+                check_x_ref(name, (folder / "x_ref.npy").read_bytes())
+            except DetectorLoadError as exc:
+                raise DetectorLoadError(f"{prefix}{exc}") from None
+            try:  # the config itself, never a folder (which may load a legacy meta.dill)
+                loaded[name] = load_detector(folder / "config.toml", enable_unsafe_loading=False)
+            except Exception as exc:
+                raise DetectorLoadError(
+                    f"{prefix}{name}.config.toml / {name}.x_ref.npy: cannot load the detector "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
     return Detectors(
         info["features"],
         info["categorical"],

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from tasks.processes import stop_process_group
+from tasks.processes import private_dir, stop_process_group
 from tasks.serving.local_target import STATE, LocalSettings, LocalTarget, Predictor, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +165,8 @@ class LocalPrometheus:
     """Prometheus and a Pushgateway on loopback, each a child process in its own session.
 
     `work_dir` holds the rendered config, the TSDB, the Pushgateway's persistence file and both
-    logs (a temporary folder, removed on `stop`, when not given). The serving targets file
+    logs (a temporary folder, removed on `stop`, when not given); it and the TSDB are
+    owner-only (0700). The serving targets file
     defaults to `<work_dir>/serving_targets.json` (written empty when missing). Ports not given
     are picked free. Use as a context manager, or `start()` then `stop()`.
     """
@@ -231,8 +232,8 @@ class LocalPrometheus:
                 raise PrometheusError(f"'{binary}' not found: `make system` installs it")
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="mlops-prometheus-"))
-        work = self.work_dir
-        work.mkdir(parents=True, exist_ok=True)
+        work = private_dir(self.work_dir)
+        tsdb = private_dir(work / "tsdb")
         if self.targets_file is None:
             self.targets_file = work / "serving_targets.json"
         if not self.targets_file.exists():
@@ -259,7 +260,7 @@ class LocalPrometheus:
                 [
                     self.prometheus_bin,
                     f"--config.file={config}",
-                    f"--storage.tsdb.path={work / 'tsdb'}",
+                    f"--storage.tsdb.path={tsdb}",
                     f"--web.listen-address={self.host}:{self.port}",
                     "--log.level=warn",
                 ],

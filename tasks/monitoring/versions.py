@@ -33,13 +33,15 @@ RECORD = "detectors"
 
 def version_detectors(registry: Registry, name: str, version: int) -> Detectors:
     info = registry.get(name, version)
+    where = f"model '{name}' v{version}"
     if has_detectors(info.files):
-        return load_detectors(lambda f: registry.read(name, version, f))
+        return load_detectors(lambda f: registry.read(name, version, f), where=where)
     stamps = registry.records(name, version, RECORD)
     if stamps:
         return load_detectors(
             lambda f: registry.read_record(name, version, RECORD, stamps[-1], f),
             origin=f"fitted on first use (record {stamps[-1]})",
+            where=f"{where} {RECORD} record {stamps[-1]}",
         )
     if REFERENCE not in info.files:
         raise ValueError(

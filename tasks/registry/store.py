@@ -32,6 +32,7 @@ from typing import Any
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.processes import private_dir
 from tasks.registry.objects import ConditionalWritesUnsupported, conditional_objects
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -175,7 +176,10 @@ class Registry(AliasMoves):
         return version
 
     def _staged(self, name: str, files: Mapping[str, bytes]) -> str:
-        """A new folder holding `files`: hidden staging locally, `files/<id>` on a store."""
+        """A new folder holding `files`: hidden staging locally (under a root made owner-only,
+        0700, on the first write), `files/<id>` on a store."""
+        if self.local:
+            private_dir(self.root)
         key = uuid.uuid4().hex
         staging = self._dir(name, f".staging-{key}" if self.local else f"files/{key}")
         try:

@@ -3,8 +3,10 @@ serving environment, behind nginx (deployments/nginx.py), all bound to loopback.
 
 A model's state folder (`<state_dir>/<model>/`) holds `state.json` (predictors, their pids and
 ports, the routing), nginx's config, pid and logs, each predictor's log, and the request and
-labels logs every predictor of the model appends to (`log/`). Processes are started in their
-own session and stopped by pid, process group first with SIGTERM, then SIGKILL.
+labels logs every predictor of the model appends to (`log/`); it and `log/` are owner-only
+(0700). Processes are started in their own session and stopped by pid, process group first
+with SIGTERM, then SIGKILL. A predictor's online store (a Redis URL may carry its password)
+reaches it through its environment, never its command line, which every local user can read.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from deployments.model_server import SERVER_CLASS
 from deployments.nginx import ACCESS_LOG, Upstream, nginx_config
-from tasks.processes import stop_process_group
+from deployments.seldon_local import PRIVATE_PARAMETERS
+from tasks.processes import private_dir, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = "deployments.seldon_local"  # in every predictor's command line
@@ -44,12 +48,14 @@ class LocalSettings:
     port: int = 9000  # nginx: the model's one address for clients
     serving_python: str = ".venv-serving/bin/python"
     online_store: str = "data/feast/online_store.db"
+    online_store_password: str = field(default="", repr=False)  # Redis only; in clear
     workers: int = 1  # gunicorn workers per predictor
     threads: int = 2  # >1: gunicorn's threaded worker, which keeps connections alive
     max_rows: int = 1000
-    max_body_kb: int = 1024
+    max_body_kb: int = 1024  # nginx and every predictor answer a larger body 413
     startup_timeout_s: float = 60.0
     drain_s: float = 2.0  # after traffic leaves a predictor, before it is stopped
+    client_keepalive_s: float = 0.0  # nginx keep-alive for clients (ServingTarget's field)
 
 
 @dataclass
@@ -156,7 +162,7 @@ class LocalTarget:
         return dict(json.loads(path.read_text()))
 
     def _save(self, state: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         tmp = self.folder / f".{STATE}.{os.getpid()}"
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.folder / STATE)
@@ -173,7 +179,7 @@ class LocalTarget:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """One writer of the state at a time (a deployment run, `mlops serving stop`, ...)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         with (self.folder / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
@@ -196,7 +202,8 @@ class LocalTarget:
         if it exits or does not answer in time. A version that fails to load never gets
         traffic: it is never routed to."""
         s = self.settings
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
+        private_dir(self.log_dir)
         http_port = free_port(s.host)
         metrics_port = free_port(s.host, taken=(http_port,))
         parameters = [
@@ -204,7 +211,6 @@ class LocalTarget:
             {"name": "role", "value": role, "type": "STRING"},
             {"name": "model_name", "value": self.model, "type": "STRING"},
             {"name": "version", "value": str(version), "type": "STRING"},
-            {"name": "online_store", "value": _path_or_empty(s.online_store), "type": "STRING"},
             {"name": "log_dir", "value": str(self.log_dir), "type": "STRING"},
             {"name": "max_rows", "value": str(s.max_rows), "type": "INT"},
         ]
@@ -218,6 +224,9 @@ class LocalTarget:
             # one OpenMP thread per request thread: LightGBM's default pool stalls a 1-row
             # predict for ms when the cores are busy (p99 9 ms -> 0.06 ms measured)
             "OMP_NUM_THREADS": "1",
+            PRIVATE_PARAMETERS: json.dumps(
+                [{"name": "online_store", "value": self.online_store(), "type": "STRING"}]
+            ),
         }
         log_path = self.folder / f"predictor-{role}-v{version}-{http_port}.log"
         args = [
@@ -226,6 +235,8 @@ class LocalTarget:
             LAUNCHER,
             "--host",
             s.host,
+            "--max-body-kb",
+            str(s.max_body_kb),
             SERVER_CLASS,
             "--service-type",
             "MODEL",
@@ -261,6 +272,22 @@ class LocalTarget:
             self.stop(predictor, drain_s=0)
             raise
         return predictor
+
+    def online_store(self) -> str:
+        """The predictors' online store: the SQLite file's absolute path, or the Redis URL with
+        the settings' password in it (in clear: for the predictor's environment only)."""
+        s = self.settings
+        location = _path_or_empty(s.online_store)
+        if not s.online_store_password:
+            return location
+        if not location.startswith(("redis://", "rediss://")):
+            raise ServingError(
+                f"{self.model}: an online store password is for a redis:// URL, not "
+                f"'{s.online_store}'"
+            )
+        url = urlsplit(location)
+        netloc = f":{quote(s.online_store_password, safe='')}@{url.netloc.rsplit('@', 1)[-1]}"
+        return urlunsplit(url._replace(netloc=netloc))
 
     def wait_healthy(
         self, predictor: Predictor, log_path: Path, process: subprocess.Popen[bytes]
@@ -313,7 +340,7 @@ class LocalTarget:
             canary = Upstream(by_pid[routing.canary].address, routing.canary_percent)
             upstreams = [u for u in upstreams if u.weight > 0] + [canary]
         shadow = by_pid[routing.shadow].address if routing.shadow is not None else None
-        (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder / "tmp")
         config = nginx_config(
             self.folder,
             f"{self.settings.host}:{self.settings.port}",
@@ -321,6 +348,7 @@ class LocalTarget:
             shadow,
             self.settings.max_body_kb,
             run_as_root=os.geteuid() == 0,
+            client_keepalive_s=self.settings.client_keepalive_s,
         )
         conf = self.folder / "nginx.conf"
         tmp = self.folder / ".nginx.conf.new"

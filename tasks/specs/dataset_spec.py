@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import reprlib
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,7 @@ import pandera.pandas as pa
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from deployments.contract import CodeReferenceError, dataset_object
 from tasks.config import Strict
 
 Dtype = Literal["int64", "float64", "bool", "string", "datetime"]
@@ -27,6 +29,9 @@ PANDAS_DTYPES: dict[str, object] = {
     "datetime": pd.DatetimeTZDtype(tz="UTC"),
 }
 NULLABLE_DTYPES: dict[str, object] = {"int64": "Int64", "bool": "boolean"}
+CHECK_ALIASES = frozenset({"eq", "ne", "gt", "ge", "lt", "le", "between"})  # pandera's short names
+MAX_VALUES = 100_000  # a spec has hundreds; more is a YAML alias bomb or a cycle
+MAX_DEPTH = 64
 
 
 class SpecError(ValueError):
@@ -44,18 +49,19 @@ class CheckSpec(Strict):
     def _builds(self) -> CheckSpec:
         try:
             self.to_pandera(pd.Timestamp.now(tz="UTC"))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"check '{self.check}' with args {self.args}: {exc}") from exc
+        except Exception as exc:  # whatever the factory raises on its args (re.error, ...)
+            args = reprlib.repr(self.args)
+            raise ValueError(f"check '{self.check}' with args {args}: {exc}") from exc
         return self
 
     def to_pandera(self, now: pd.Timestamp) -> pa.Check:
         """The pandera check; `not_in_future` compares with `now`, the run's start."""
         if self.check == "not_in_future":
             return pa.Check.le(now)
-        factory = getattr(pa.Check, self.check, None)
-        if factory is None or self.check.startswith("_") or not callable(factory):
+        # only check factories: pa.Check's other classmethods (register_backend, ...) are not
+        if self.check not in CHECK_ALIASES and not pa.Check.is_builtin_check(self.check):
             raise ValueError("unknown check (use a pandera built-in Check or not_in_future)")
-        return factory(**self.args)
+        return getattr(pa.Check, self.check)(**self.args)
 
     @property
     def rule(self) -> str:
@@ -304,8 +310,7 @@ class DatasetSpec(Strict):
             unknown = [t for t in tables if t not in {**self.feature_tables, **self.on_demand}]
             if unknown:
                 raise ValueError(
-                    f"feature_services.{service}: unknown feature tables or on-demand views "
-                    f"{unknown}"
+                    f"feature_services.{service}: {unknown} are not in feature_tables or on_demand"
                 )
         return self
 
@@ -352,8 +357,14 @@ def monotone(spec: DatasetSpec) -> dict[str, int]:
     return {f: 1 if d == "increasing" else -1 for f, d in spec.validation.monotonic.items()}
 
 
-def import_object(path: str) -> Any:
-    """Import `package.module:name`."""
+def import_object(path: str, dataset: str | None = None) -> Any:
+    """Import `package.module:name`. With `dataset`: only `features.<dataset>[.module]:name`,
+    an object defined in that dataset's folder; anything else (another package or dataset, a
+    file outside the folder, symlinks resolved) is refused with an ImportError (a
+    CodeReferenceError) before it is imported. parse_spec checks every reference of a spec so;
+    the pipeline then imports those of the checked spec."""
+    if dataset is not None:
+        return dataset_object(path, dataset)
     module_name, _, attr = path.partition(":")
     module = importlib.import_module(module_name)
     try:
@@ -375,8 +386,11 @@ def parse_spec(text: str, where: str) -> DatasetSpec:
     """Parse and check spec YAML from `where` (a file, a block); errors name it and the field."""
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except RecursionError:
+        raise SpecError(f"{where}: cannot read dataset spec: nested too deeply") from None
+    except Exception as exc:  # YAMLError, and ValueError etc. from PyYAML (a date 2025-13-45)
         raise SpecError(f"{where}: cannot read dataset spec: {exc}") from exc
+    _check_size(raw, where)
     try:
         spec = DatasetSpec.model_validate(raw)
     except ValidationError as exc:
@@ -387,11 +401,12 @@ def parse_spec(text: str, where: str) -> DatasetSpec:
         raise SpecError(f"{where}: invalid dataset spec: {problems}") from exc
     for field, target in _code_references(spec):
         try:
-            fn = import_object(target)
-        except ImportError as exc:
+            fn = import_object(target, spec.name)
+        except CodeReferenceError as exc:
             raise SpecError(f"{where}: {field}: cannot import '{target}': {exc}") from exc
         if not callable(fn):
             raise SpecError(f"{where}: {field}: '{target}' is not callable")
+    _check_transforms(spec, where)
     _check_feature_references(spec, where)
     _check_on_demand_outputs(spec, where)
     return spec
@@ -416,17 +431,57 @@ def on_demand_sample(spec: DatasetSpec, name: str) -> dict[str, list[Any]]:
     return columns
 
 
+def _check_size(raw: Any, where: str) -> None:
+    """Refuse a document that expands to too many values or nests too deeply: YAML aliases
+    can make a few lines stand for millions of values, or a cycle."""
+    stack, count = [(raw, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES or depth > MAX_DEPTH:
+            raise SpecError(
+                f"{where}: cannot read dataset spec: more than {MAX_VALUES} values or "
+                f"{MAX_DEPTH} levels (repeated or recursive YAML aliases?)"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, list | set):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _check_transforms(spec: DatasetSpec, where: str) -> None:
+    """Each feature table's transform runs on zero rows of its inputs and returns a frame."""
+    for name, ft in spec.feature_tables.items():
+        try:
+            out = transform_output(spec, name)
+        except Exception as exc:
+            raise SpecError(
+                f"{where}: feature_tables.{name}.transform failed on empty inputs "
+                f"{ft.inputs}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(out, pd.DataFrame):
+            raise SpecError(
+                f"{where}: feature_tables.{name}.transform returns a {type(out).__name__}, "
+                "not a DataFrame"
+            )
+
+
 def _check_on_demand_outputs(spec: DatasetSpec, where: str) -> None:
     for name, od in spec.on_demand.items():
         try:
-            produced = import_object(od.transform)(on_demand_sample(spec, name))
+            produced = import_object(od.transform, spec.name)(on_demand_sample(spec, name))
         except Exception as exc:
             raise SpecError(
                 f"{where}: on_demand.{name}.transform failed on a sample row: {exc}"
             ) from exc
-        if sorted(produced) != sorted(od.outputs):
+        if not isinstance(produced, Mapping):
             raise SpecError(
-                f"{where}: on_demand.{name}.transform returns {sorted(produced)}, "
+                f"{where}: on_demand.{name}.transform returns a {type(produced).__name__}, "
+                "not a mapping of columns"
+            )
+        if set(produced) != set(od.outputs):
+            raise SpecError(
+                f"{where}: on_demand.{name}.transform returns {sorted(map(str, produced))}, "
                 f"its outputs declare {sorted(od.outputs)}"
             )
 
@@ -481,8 +536,8 @@ def _check_feature_references(spec: DatasetSpec, where: str) -> None:
     for field, feature in refs:
         if feature not in known:
             raise SpecError(
-                f"{where}: {field}: '{feature}' is not a feature of any feature table "
-                f"(known: {sorted(known)})"
+                f"{where}: {field}: '{feature}' is not a feature of feature_tables, "
+                f"on_demand or request.features (known: {sorted(known)})"
             )
 
 

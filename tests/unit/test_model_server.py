@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deployments.contract import SERVING, OnDemand, ServingContract
+from deployments.contract import SERVING, ContractError, OnDemand, ServingContract, load_transform
 from deployments.model_server import BadRequest, ModelServer
 from deployments.online_reader import VIEWS_TABLE, entity_key, micros, table_name
 from deployments.predictor import ModelLoadError, load_folder
@@ -324,3 +326,89 @@ def test_a_version_that_cannot_be_served_fails_to_load(tmp_path) -> None:
     (folder / SERVING).unlink()
     with pytest.raises(ModelLoadError, match=r"serving\.json"):
         ModelServer(str(folder), log_dir=str(tmp_path)).load()
+
+
+def test_unknown_fields_of_an_entity_row_are_neither_scored_nor_logged(server, tmp_path) -> None:
+    # found by tests/faults/test_serving_fuzz.py: a NaN inside an unknown field reached the
+    # request log, whose JSON refuses NaN: HTTP 500
+    answer = server.predict_raw({"jsonData": {"rows": [_entity(1, note=[math.nan], x={"y": 1})]}})
+    assert "status" not in answer and len(answer["data"]["ndarray"]) == 1
+    (record,) = read_log(tmp_path / "log" / REQUESTS, REQUESTS).records
+    assert record["entity"] == _entity(1)
+
+
+SERVING_PY = Path(__file__).resolve().parents[2] / ".venv-serving" / "bin" / "python"
+SELDON_APP = """
+import json, sys
+from seldon_core.metrics import SeldonMetrics
+from seldon_core.wrapper import get_rest_microservice
+from deployments.model_server import ModelServer
+
+server = ModelServer(sys.argv[1], log_dir=sys.argv[2])
+server.load()
+client = get_rest_microservice(server, SeldonMetrics()).test_client()
+answers = [client.post(path, **kwargs) for path, kwargs in json.loads(sys.argv[3])]
+print(json.dumps([[a.status_code, a.get_json()] for a in answers]))
+"""
+
+
+def test_bodies_seldon_cannot_parse_are_answered_400(tmp_path) -> None:
+    """Seldon's own Flask app (test client, serving env): bodies that failed in Seldon's
+    parsing with a 500 before the model saw them (found by tests/faults/test_serving_fuzz.py)."""
+    if not SERVING_PY.exists():
+        pytest.skip("no serving environment (.venv-serving)")
+    folder = _version(tmp_path / "v3", CONTRACT)
+    json_type = {"content_type": "application/json"}
+    good = {
+        "response": {"meta": {"tags": {"request_id": "r1"}}},
+        "truth": {"data": {"ndarray": [1]}},
+    }
+    cases = [
+        (
+            "/api/v1.0/predictions",
+            {"data": "json=%7B", "content_type": "application/x-www-form-urlencoded"},
+        ),
+        ("/api/v1.0/predictions", {"data": "[" * 30_000, **json_type}),
+        ("/api/v1.0/feedback", {"data": "false", **json_type}),
+        ("/api/v1.0/feedback", {"data": json.dumps(good), **json_type}),
+        ("/api/v1.0/predictions", {"data": json.dumps(_features(GOOD)), **json_type}),
+    ]
+    done = subprocess.run(
+        [str(SERVING_PY), "-c", SELDON_APP, str(folder), str(tmp_path / "log"), json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=SERVING_PY.parents[2],
+        env={**os.environ, "PYTHONPATH": str(SERVING_PY.parents[2])},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [status for status, _ in answers] == [400, 400, 400, 200, 200], answers
+    reasons = [a["status"]["reason"] for _, a in answers[:3]]
+    assert reasons == ["BAD_JSON", "BAD_JSON", "BAD_FEEDBACK"], answers
+    assert "nested too deeply" in answers[1][1]["status"]["info"]
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("os:system", "not a function of the 'features' package"),
+        (".credit_risk.on_demand:application_features", "not a function of the 'features'"),
+        ("features..on_demand:application_features", "not a function of the 'features'"),
+        ("features.credit_risk.on_demand:np", "not a function or class defined in"),
+        ("features.credit_risk.vocabulary.os:system", "cannot find module"),
+        ("features.__init__:x", "is not a dataset folder"),
+    ],
+)
+def test_on_demand_transforms_come_only_from_a_dataset_folder(path, problem) -> None:
+    with pytest.raises(ContractError, match=problem):
+        load_transform(path)
+
+
+def test_a_contract_serves_the_transforms_of_one_dataset() -> None:
+    mixed = OnDemand("features.rides.transforms:driver_hourly", {"x": "float64"})
+    contract = ServingContract(
+        ["x"], {"k": "INT64"}, "svc:x", on_demand=[*CONTRACT.on_demand, mixed]
+    )
+    with pytest.raises(ContractError, match=r"several datasets \['credit_risk', 'rides'\]"):
+        contract.transforms()

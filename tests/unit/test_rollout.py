@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from blocks import ServingTarget
 from deployments.nginx import Upstream, nginx_config
 from tasks.serving.rollout import RolloutPolicy, SideStats, analyse, side_stats
 
@@ -102,5 +103,11 @@ def test_nginx_splits_by_weight_and_mirrors_to_the_shadow(tmp_path) -> None:
     assert "server 127.0.0.1:1 weight=90;" in config and "server 127.0.0.1:2 weight=10;" in config
     assert "mirror /_shadow;" in config and "server 127.0.0.1:3;" in config
     assert "client_max_body_size 64k;" in config and "listen 127.0.0.1:9000;" in config
+    # no keep-alive to clients by default: a reload then fails no request (tests/faults)
+    assert "keepalive_timeout 0s;" in config
+    kept = ServingTarget(client_keepalive_s=30).local_settings().client_keepalive_s
+    assert "keepalive_timeout 30s;" in nginx_config(
+        tmp_path, "127.0.0.1:9000", [Upstream("127.0.0.1:1", 100)], client_keepalive_s=kept
+    )
     with pytest.raises(ValueError, match=r"1\.\.100"):
         nginx_config(tmp_path, "127.0.0.1:9000", [Upstream("127.0.0.1:1", 0)])

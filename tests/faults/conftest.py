@@ -1,0 +1,26 @@
+"""The fault suite's world: bench/load.py's (generated credit-risk data, data_prep, two trained
+versions, the first served as champion behind nginx), built once on the session's Prefect
+server (PostgreSQL, tests/conftest.py) and stopped by pid at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prefect.events.worker import EventsWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from bench.load import World, build_world
+
+
+@pytest.fixture(scope="session")
+def world(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    EventsWorker.drain_all(timeout=10)  # see the `api` fixture
+    built = None
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+            built = build_world(tmp_path_factory.mktemp("faults"), rows=150_000, blocks="faults")
+        yield built
+    finally:
+        if built is not None:
+            built.target.stop_all()
