@@ -56,5 +56,6 @@ bench: setup
 	$(VENV)/bin/python -m bench.train
 	$(VENV)/bin/python -m bench.validate
 	$(VENV)/bin/python -m bench.serve
+	$(VENV)/bin/python -m bench.load
 	$(VENV)/bin/python -m bench.monitor
 	$(VENV)/bin/python -m bench.growth

@@ -67,7 +67,9 @@ class World:
         return self.target.folder
 
 
-def build_world(root: Path, rows: int, blocks: str = "load", name: str = NAME) -> World:
+def build_world(
+    root: Path, rows: int, blocks: str = "load", name: str = NAME, client_keepalive_s: float = 0.0
+) -> World:
     """Generate, prepare, train two versions and serve the first (needs a Prefect API)."""
     from blocks import DaskCluster, FeatureRepo, ModelRegistry, ServingTarget
     from flows.data_prep import DataPrepParams, data_prep
@@ -100,7 +102,10 @@ def build_world(root: Path, rows: int, blocks: str = "load", name: str = NAME) -
     repo.save(blocks, overwrite=True)
     ModelRegistry(root_uri=str(root / "registry")).save(blocks, overwrite=True)
     target = ServingTarget(
-        state_dir=str(root / "serving"), port=free_port(), online_store=repo.sqlite_path
+        state_dir=str(root / "serving"),
+        port=free_port(),
+        online_store=repo.sqlite_path,
+        client_keepalive_s=client_keepalive_s,
     )
     target.save(blocks, overwrite=True)
     set_rollout_policy(blocks, Policy(window_requests=200, min_requests=50))
@@ -382,6 +387,12 @@ def main() -> None:
     parser.add_argument("--lead", type=float, default=8.0, help="s of load before the rollout")
     parser.add_argument("--hold", type=float, default=8.0, help="s between promotion and rollback")
     parser.add_argument("--tail", type=float, default=5.0, help="s of load after the rollback")
+    parser.add_argument(
+        "--client-keepalive-s",
+        type=float,
+        default=0.0,
+        help="the serving target's nginx keep-alive for clients (default 0: none)",
+    )
     add_json_arg(parser, "load")
     args = parser.parse_args()
 
@@ -395,7 +406,7 @@ def main() -> None:
         with prefect_test_harness(server_startup_timeout=120):
             print("building the world (data_prep, two versions, v1 served) ...", flush=True)
             began = time.monotonic()
-            world = build_world(root, args.rows)
+            world = build_world(root, args.rows, client_keepalive_s=args.client_keepalive_s)
             set_rollout_policy(
                 world.blocks,
                 Policy(

@@ -89,6 +89,13 @@ class ViewReader:
         self.expired: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
 
+    def ping(self) -> None:
+        """OnlineStoreError unless the store answers (a predictor's health)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the store's connection."""
+
     def _check(self, features: Mapping[str, Sequence[str]]) -> None:
         seen: dict[str, str] = {}
         for view, _, _, found, _ in self._views:

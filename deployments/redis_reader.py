@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import redis
 
@@ -87,7 +87,8 @@ def _signed(value: int) -> int:
 
 
 # feast.types.Value fields: number -> how its payload decodes (scalars only)
-_VARINT = {3: _signed, 4: _signed, 7: bool, 8: _signed}  # int32, int64, bool, unix_timestamp
+# int32, int64, bool, unix_timestamp
+_VARINT: dict[int, Callable[[int], Any]] = {3: _signed, 4: _signed, 7: bool, 8: _signed}
 _FIXED = {5: ("<d", 8), 6: ("<f", 4)}  # double, float
 _NULL = 19
 
@@ -151,7 +152,7 @@ class RedisOnlineReader(ViewReader):
             described = self._client.hgetall(VIEWS_KEY.format(project=project))
         except redis.RedisError as exc:
             raise OnlineStoreError(f"Redis online store {_where(url)}: {exc}") from exc
-        views = {k.decode(): json.loads(v) for k, v in described.items()}
+        views = {_text(k): json.loads(v) for k, v in described.items()}
         self._views = []
         self._fields: list[list[bytes]] = []
         for view, names in features.items():
@@ -176,7 +177,7 @@ class RedisOnlineReader(ViewReader):
         fields = [f for i in views for f in self._fields[i]]
         try:
             if len(keys) == 1:
-                answers = [self._client.hmget(keys[0], fields)]
+                answers = [cast(list[bytes | None], self._client.hmget(keys[0], fields))]
             else:
                 with self._client.pipeline(transaction=False) as pipe:
                     for key in keys:
@@ -216,3 +217,7 @@ def _where(url: str) -> str:
     """The URL without its password."""
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key

@@ -25,8 +25,8 @@ REDIS_STORE_TYPE = "tasks.feature_store.redis_store.ViewsRedisOnlineStore"
 
 
 class ViewsRedisOnlineStoreConfig(RedisOnlineStoreConfig):
-    type: Literal["tasks.feature_store.redis_store.ViewsRedisOnlineStore"] = (  # type: ignore[assignment]
-        "tasks.feature_store.redis_store.ViewsRedisOnlineStore"
+    type: Literal["tasks.feature_store.redis_store.ViewsRedisOnlineStore"] = (
+        "tasks.feature_store.redis_store.ViewsRedisOnlineStore"  # type: ignore[assignment]
     )
 
 

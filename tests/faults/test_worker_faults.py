@@ -82,6 +82,8 @@ def test_a_training_run_killed_mid_training_crashes_and_leaves_no_version(
         "data_uri": str(world.root / "out"),
         "feature_repo_block": world.blocks,
         "registry_block": world.blocks,
+        # 4,000 rounds on one thread (no early stop): seconds of training to be killed in
+        "lightgbm": {"num_boost_round": 4000, "early_stopping_rounds": 4000, "num_threads": 1},
     }
 
     run = run_deployment(deployment_id, parameters={"params": params}, timeout=0)
@@ -91,7 +93,7 @@ def test_a_training_run_killed_mid_training_crashes_and_leaves_no_version(
         assert final is None, (final.state, processes.log("worker")[-3000:])
         return _task_states(run.id).get("train-lightgbm") == StateType.RUNNING
 
-    wait_for(training_task_running, 240, "the train task to run", interval=0.2)
+    wait_for(training_task_running, 240, "the train task to run", interval=0.1)
     pid = int(str(_run(run.id).infrastructure_pid).rsplit(":", 1)[-1])
     os.kill(pid, signal.SIGKILL)  # the run's process, as the OOM killer would
     crashed = wait_for(lambda: _final(run.id), 120, "the killed run to end", interval=1)
