@@ -4,9 +4,10 @@ Debian's `wrk` drives the local serving target through nginx (`--connections`, 1
 requests cycling over the dataset's labelled applications) while the deployment flow, in this
 process, rolls version 2 out as a canary (`--canary-percent`, then promoted to all traffic once
 its window passes) and then rolls back to version 1 (`action=rollback`): two nginx reloads for
-the canary and the promotion, one for the rollback, and three predictor processes started and
-stopped behind them. wrk runs from `--lead` seconds before the rollout until `--tail` seconds
-after the rollback, and for at least `--seconds`; then SIGINT, and wrk prints its summary.
+the canary and the promotion, one for the rollback, and predictor processes started and
+stopped behind them (three of each). wrk runs from `--lead` seconds before the rollout until
+`--tail` seconds after the rollback, and for at least `--seconds`; then SIGINT, and wrk prints
+its summary.
 
 What is timed: wrk's totals (its requests, socket errors and non-2xx answers, its latency
 percentiles, all client-side), and per phase nginx's `$request_time` of each request (ms
@@ -68,7 +69,7 @@ class World:
 
 
 def build_world(
-    root: Path, rows: int, blocks: str = "load", name: str = NAME, client_keepalive_s: float = 0.0
+    root: Path, rows: int, blocks: str = "load", name: str = NAME, client_keepalive_s: int = 0
 ) -> World:
     """Generate, prepare, train two versions and serve the first (needs a Prefect API)."""
     from blocks import DaskCluster, FeatureRepo, ModelRegistry, ServingTarget
@@ -389,8 +390,8 @@ def main() -> None:
     parser.add_argument("--tail", type=float, default=5.0, help="s of load after the rollback")
     parser.add_argument(
         "--client-keepalive-s",
-        type=float,
-        default=0.0,
+        type=int,
+        default=0,
         help="the serving target's nginx keep-alive for clients (default 0: none)",
     )
     add_json_arg(parser, "load")

@@ -22,14 +22,21 @@ class DaskCluster(Block):
     address: str | None = Field(default=None, description="tcp://host:8786 of a running scheduler.")
     n_workers: int = Field(default=2, ge=1, le=256)
     threads_per_worker: int = Field(default=1, ge=1, le=64)
-    memory_limit: str = Field(default="4GiB", description="Per local worker, e.g. '4GiB'.")
+    memory_limit: str = Field(
+        default="4GiB",
+        description="Per local worker process, e.g. '4GiB' (with processes off, none: see "
+        "local_kwargs).",
+    )
     processes: bool = True
 
     def local_kwargs(self) -> dict[str, Any]:
+        """The LocalCluster's arguments. Workers in this process (processes off) get no memory
+        limit: Dask would hold it against the whole process's memory, and a long-lived process
+        (a test session, a worker's flow run) past it pauses them for good, hanging the run."""
         return {
             "n_workers": self.n_workers,
             "threads_per_worker": self.threads_per_worker,
-            "memory_limit": self.memory_limit,
+            "memory_limit": self.memory_limit if self.processes else 0,
             "processes": self.processes,
             "dashboard_address": None,
         }

@@ -18,9 +18,14 @@ class DatasetSpecBlock(Block):
     _description = "A dataset spec as YAML; flows take its block name as `dataset`."
 
     spec_yaml: str = Field(description="The spec, as `mlops datasets init` writes it.")
+    code: str | None = Field(
+        default=None,
+        description="The dataset folder under features/ whose modules the spec's transforms "
+        "and generator may name; default: the spec's own name.",
+    )
 
     def spec(self) -> DatasetSpec:
-        return parse_spec(self.spec_yaml, f"block '{self._block_document_name}'")
+        return parse_spec(self.spec_yaml, f"block '{self._block_document_name}'", self.code)
 
 
 def resolve_dataset(name: str) -> DatasetSpec:

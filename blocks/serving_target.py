@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
@@ -47,9 +47,10 @@ class ServingTarget(Block):
     )
     startup_timeout_s: float = Field(default=60.0, gt=0)
     drain_s: float = Field(default=2.0, ge=0, description="Wait before stopping a predictor.")
-    client_keepalive_s: float = Field(
-        default=0.0,
+    client_keepalive_s: int = Field(
+        default=0,
         ge=0,
+        le=3600,
         description="nginx keep-alive for clients. 0: one connection per request, so that no "
         "request fails when a rollout reloads nginx (a reload closes kept-alive connections "
         "right after the answer in flight, and a client's next request on one fails); >0 "
@@ -78,7 +79,10 @@ class ServingTarget(Block):
 
     @model_validator(mode="after")
     def _password_in_its_field(self) -> ServingTarget:
-        if "://" in self.online_store and urlsplit(self.online_store).password:
+        url = urlsplit(self.online_store) if "://" in self.online_store else None
+        if url is not None and (
+            url.password or {"password", "username"} & set(parse_qs(url.query))
+        ):
             raise ValueError(
                 "online_store: the URL holds a password; give it in online_store_password "
                 "(a secret field) and leave it out of the URL"

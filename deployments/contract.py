@@ -107,14 +107,14 @@ class ServingContract:
 
     def transforms(self) -> list[tuple[Callable[[Mapping[str, Sequence[Any]]], Columns], OnDemand]]:
         """The on-demand transforms, imported (only from one dataset's folder)."""
-        loaded = [(load_transform(o.transform), o) for o in self.on_demand]
-        datasets = sorted({o.transform.split(".")[1].split(":")[0] for o in self.on_demand})
-        if len(datasets) > 1:
+        modules = [o.transform.split(":")[0].split(".") for o in self.on_demand]
+        datasets = sorted({m[1] if len(m) > 1 else "" for m in modules})
+        if len(datasets) > 1:  # refused before anything is imported
             raise ContractError(
                 f"{SERVING}: on_demand: transforms of several datasets {datasets}; a version "
                 "serves the features of one"
             )
-        return loaded
+        return [(load_transform(o.transform), o) for o in self.on_demand]
 
 
 def load_transform(path: str) -> Callable[[Mapping[str, Sequence[Any]]], Columns]:

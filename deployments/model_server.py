@@ -517,13 +517,16 @@ class ModelServer:
 
 
 FEEDBACK_PATHS = ("/api/v1.0/feedback", "/api/v0.1/feedback", "/send-feedback")
+API_PATHS = (*FEEDBACK_PATHS, "/api/v1.0/predictions", "/api/v0.1/predictions", "/predict")
 
 
 def error_blueprint() -> Any:
     """Bodies Seldon parses before the model sees them, answered 400 in the form `_refused`
     uses instead of Seldon's 500: a `json` form field that is not JSON (Seldon calls
     `json.loads` on it unguarded), JSON nested deeper than Python's recursion limit, and a
-    feedback body that is not a Feedback message (Seldon's parse of `false` raises TypeError)."""
+    feedback body that is not a Feedback message (Seldon's parse of `false` raises TypeError).
+    The body is parsed once here, before Seldon's handler (Flask caches a JSON body's parse),
+    so only the client's body is judged: an error of the server's own stays a 500."""
     from flask import Blueprint, jsonify, request
 
     blueprint = Blueprint("mlops_bad_requests", __name__)
@@ -533,23 +536,22 @@ def error_blueprint() -> Any:
         body = {"status": {"code": 400, "info": message, "reason": reason, "status": "FAILURE"}}
         return jsonify(body), 400
 
-    @blueprint.app_errorhandler(json.JSONDecodeError)
-    def not_json(exc: json.JSONDecodeError) -> Any:
-        return refuse("BAD_JSON", f"a 'json' form field or query parameter is not JSON: {exc}")
-
-    @blueprint.app_errorhandler(RecursionError)
-    def too_deep(exc: RecursionError) -> Any:
-        return refuse("BAD_JSON", "the request's JSON is nested too deeply")
-
     @blueprint.before_app_request
-    def feedback_is_a_message() -> Any:
-        if request.path not in FEEDBACK_PATHS:
+    def readable_body() -> Any:
+        if request.path not in API_PATHS:
             return None
         from google.protobuf import json_format
         from seldon_core.flask_utils import get_request
         from seldon_core.proto import prediction_pb2
 
-        message = get_request()  # what it refuses is answered 400 by Seldon or the above
+        try:  # what else it refuses is answered 400 by Seldon's own handler
+            message = get_request()
+        except RecursionError:
+            return refuse("BAD_JSON", "the request's JSON is nested too deeply")
+        except json.JSONDecodeError as exc:
+            return refuse("BAD_JSON", f"a 'json' form field or query parameter is not JSON: {exc}")
+        if request.path not in FEEDBACK_PATHS:
+            return None
         try:
             json_format.ParseDict(message, prediction_pb2.Feedback())
         except Exception as exc:  # parsing the client's body, nothing of the server's

@@ -36,7 +36,7 @@ def nginx_config(
     shadow: str | None = None,
     max_body_kb: int = 1024,
     run_as_root: bool = False,
-    client_keepalive_s: float = 0.0,
+    client_keepalive_s: int = 0,
 ) -> str:
     """An nginx.conf serving `listen` (host:port) from `upstreams`, mirrored to `shadow`.
 
@@ -103,7 +103,7 @@ http {{
   # bodies stay in memory: one spilled to a temp file (over 8-16k) reached the predictor
   # 40 ms late (Nagle and delayed ACK), measured by bench/serve at 100 rows
   client_body_buffer_size {max_body_kb}k;
-  keepalive_timeout {client_keepalive_s:g}s;
+  keepalive_timeout {int(client_keepalive_s)}s;
   keepalive_requests 100000;
 
   upstream mlops_model {{

@@ -214,9 +214,9 @@ class RedisOnlineReader(ViewReader):
 
 
 def _where(url: str) -> str:
-    """The URL without its password."""
+    """The URL without its credentials or query (redis-py reads a password from either)."""
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+    return f"{scheme}://{rest.rsplit('@', 1)[-1].split('?', 1)[0]}"
 
 
 def _text(key: bytes | str) -> str:

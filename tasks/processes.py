@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import socket
-import stat
 import time
 from pathlib import Path
 
@@ -15,12 +14,17 @@ PRIVATE_DIR = 0o700
 
 
 def private_dir(path: str | Path) -> Path:
-    """`path` as a folder only its owner can enter (0700), made with its parents if missing;
-    only this leaf's mode is set, never a parent's."""
+    """`path` as a folder, made with its parents if missing; one this call makes is for its
+    owner only (0700). An existing folder keeps the mode its owner gave it (a registry root a
+    team shares), and no parent's mode is touched."""
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    if stat.S_IMODE(folder.stat().st_mode) != PRIVATE_DIR:
-        os.chmod(folder, PRIVATE_DIR)
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:  # made meanwhile by another process: theirs to set
+            return folder
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is masked by the umask
     return folder
 
 

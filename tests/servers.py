@@ -10,11 +10,16 @@ import uuid
 from pathlib import Path
 
 from flows.local_postgres import LocalPostgres
-from flows.local_server import LocalServer
+from flows.local_server import LocalServer, prefect_cli
 from tasks.processes import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def prefect(env: dict[str, str], *args: str) -> str:
+    """The `prefect` CLI against the server `env` names; its output (fails loudly)."""
+    return prefect_cli(env, *args, cwd=ROOT, timeout=240)
 
 
 def prefect_on_postgres(postgres: LocalPostgres, home: Path) -> LocalServer:

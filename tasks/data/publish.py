@@ -53,15 +53,20 @@ def explained_out_of_space(output_uri: str, snapshot: str) -> Iterator[None]:
         yield
     except OutOfSpace:
         raise
-    except BaseException as exc:
+    except Exception as exc:  # an interrupt stays an interrupt, whatever its context
         if not out_of_space(exc):
             raise
         published = current_snapshot(output_uri)
+        outcome = (
+            "it was published, and cleaning up after it failed"
+            if published == snapshot
+            else "nothing of it was published, and the published snapshot is still "
+            f"{published or '(none yet)'}"
+        )
         raise OutOfSpace(
             errno.ENOSPC,
             f"{output_uri}: no space left on the device while writing snapshot {snapshot}; "
-            f"nothing of it was published, and the published snapshot is still "
-            f"{published or '(none yet)'}",
+            f"{outcome}",
         ) from exc
 
 

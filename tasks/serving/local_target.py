@@ -55,7 +55,7 @@ class LocalSettings:
     max_body_kb: int = 1024  # nginx and every predictor answer a larger body 413
     startup_timeout_s: float = 60.0
     drain_s: float = 2.0  # after traffic leaves a predictor, before it is stopped
-    client_keepalive_s: float = 0.0  # nginx keep-alive for clients (ServingTarget's field)
+    client_keepalive_s: int = 0  # nginx keep-alive for clients, s (ServingTarget's field)
 
 
 @dataclass
@@ -286,7 +286,10 @@ class LocalTarget:
                 f"'{s.online_store}'"
             )
         url = urlsplit(location)
-        netloc = f":{quote(s.online_store_password, safe='')}@{url.netloc.rsplit('@', 1)[-1]}"
+        user = quote(url.username or "", safe="")
+        netloc = f"{user}:{quote(s.online_store_password, safe='')}@{url.hostname}" + (
+            f":{url.port}" if url.port else ""
+        )
         return urlunsplit(url._replace(netloc=netloc))
 
     def wait_healthy(

@@ -382,8 +382,9 @@ def load_spec(path: Path) -> DatasetSpec:
     return parse_spec(text, str(path))
 
 
-def parse_spec(text: str, where: str) -> DatasetSpec:
-    """Parse and check spec YAML from `where` (a file, a block); errors name it and the field."""
+def parse_spec(text: str, where: str, code: str | None = None) -> DatasetSpec:
+    """Parse and check spec YAML from `where` (a file, a block); errors name it and the field.
+    Its code references must name modules of `features/<code>/` (default: the spec's name)."""
     try:
         raw = yaml.safe_load(text)
     except RecursionError:
@@ -401,7 +402,7 @@ def parse_spec(text: str, where: str) -> DatasetSpec:
         raise SpecError(f"{where}: invalid dataset spec: {problems}") from exc
     for field, target in _code_references(spec):
         try:
-            fn = import_object(target, spec.name)
+            fn = import_object(target, code or spec.name)
         except CodeReferenceError as exc:
             raise SpecError(f"{where}: {field}: cannot import '{target}': {exc}") from exc
         if not callable(fn):
@@ -445,7 +446,7 @@ def _check_size(raw: Any, where: str) -> None:
             )
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for kv in value.items() for v in kv)
-        elif isinstance(value, list | set):
+        elif isinstance(value, list | set | tuple):  # tuples: `!!omap` and `!!pairs`
             stack.extend((v, depth + 1) for v in value)
 
 

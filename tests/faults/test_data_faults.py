@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -26,6 +25,7 @@ from tasks.data.publish import (
     OutOfSpace,
     current_snapshot,
     features_uri,
+    switch,
 )
 
 pytestmark = pytest.mark.faults
@@ -112,6 +112,17 @@ def test_a_dask_worker_killed_mid_data_prep(world: World, api, tmp_path: Path) -
     # data_prep's own skew check compared the online store with the snapshot (max_skew_rate 0)
 
 
+def _fill(path: Path) -> None:
+    """Write zeros to `path` until its device is full."""
+    chunk = 1 << 20
+    with path.open("wb", buffering=0) as fh:
+        while chunk:
+            try:
+                fh.write(b"\0" * chunk)
+            except OSError:
+                chunk //= 2
+
+
 def _digest(folder: Path, pattern: str = "*") -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -152,11 +163,8 @@ def test_a_full_disk_while_publishing_keeps_the_old_snapshot(
     )
     first = data_prep(params)
     before, online = _digest(out), _digest(tmp_path, "feast-*.db")
-    free = shutil.disk_usage(small_disk).free
     filler = small_disk / "filler"
-    with filler.open("wb") as fh:  # leave 64 KiB: the next snapshot's files cannot fit
-        fh.truncate(0)
-        fh.write(b"\0" * (free - 64 * 1024))
+    _fill(filler)  # the device full to the last block
 
     with pytest.raises(OutOfSpace) as raised:
         data_prep(params)
@@ -168,6 +176,11 @@ def test_a_full_disk_while_publishing_keeps_the_old_snapshot(
     assert sorted(p.name for p in (out / SNAPSHOTS).iterdir()) == [first.snapshot]
     assert not [p for p in out.iterdir() if p.name.startswith(f".{CURRENT}")]
     assert _digest(tmp_path, "feast-*.db") == online  # Feast: as the old snapshot left it
+    # the last step of a publish, moving CURRENT, on the full device: all or nothing too
+    with pytest.raises(OSError, match="No space left"):
+        switch(str(out), "a-snapshot-that-never-was")
+    assert current_snapshot(str(out)) == first.snapshot and _digest(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(f".{CURRENT}")]
 
     filler.unlink()  # space again: the next run publishes
     again = data_prep(params)

@@ -783,12 +783,17 @@ def test_a_predictor_port_refuses_a_body_over_the_limit_itself(served: Served) -
     under = features_request(pad=MAX_BODY_KB * 1024 - 1024)
     status, answer = post(predictor.host, predictor.http_port, under)
     assert status == 200, answer  # a body under the limit is served
+    # just over the limit, so that the whole body is sent before the answer comes back
+    over = features_request(pad=MAX_BODY_KB * 1024 + 1024)
+    for chunked in (False, True):
+        status, answer = post(predictor.host, predictor.http_port, over, chunked=chunked)
+        assert status == 413, (chunked, answer)
+        assert isinstance(answer, dict) and answer["status"]["reason"] == "TOO_LARGE"
     far_over = features_request(pad=64 * MAX_BODY_KB * 1024)  # 1 MiB, a valid request
     for chunked in (False, True):
         status, answer = post(predictor.host, predictor.http_port, far_over, chunked=chunked)
         if status is not None:  # else the predictor closed the connection: refused too
             assert status == 413, (chunked, answer)
-            assert isinstance(answer, dict) and answer["status"]["reason"] == "TOO_LARGE"
     status, answer = post(predictor.host, predictor.http_port, features_request())
     assert status == 200, answer  # still serving
 

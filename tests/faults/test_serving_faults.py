@@ -123,7 +123,9 @@ def test_a_challenger_killed_mid_canary_is_rolled_back_while_the_champion_serves
     phases = {p["phase"]: p for p in result["phases"]}
     detection = phases["v1 90% + canary v2 10%, canary v2 killed"]
     after = result["phases"][-1]
-    assert after["phase"] == "v1 alone" and after["from_s"] - detection["from_s"] < 30, result
+    detected_s = after["from_s"] - detection["from_s"]
+    print(f"from the kill to the champion alone: {detected_s:.1f} s")
+    assert after["phase"] == "v1 alone" and detected_s < 5, result
     # the champion kept serving: nginx sends a request the dead canary refused or cut off to
     # the champion (predictions only: deployments/nginx.py), so no client saw an error
     print(f"errors seen by clients during detection: {detection['errors']}")

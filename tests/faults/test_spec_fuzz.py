@@ -140,6 +140,15 @@ def test_yaml_alias_bombs_are_refused_quickly() -> None:
     text = "\n".join(lines) + "\n" + yaml.safe_dump(spec).replace("BOMB", "*a8")
     with pytest.raises(SpecError, match=r"more than 100000 values"):
         parse_spec(text, WHERE)
+    omap = "\n".join(
+        lines[:1]
+        + [
+            f"a{i}: &a{i} !!omap [{', '.join(f'k{j}: *a{i - 1}' for j in range(10))}]"
+            for i in range(1, 9)
+        ]
+    )
+    with pytest.raises(SpecError, match=r"more than 100000 values"):  # tuples inside
+        parse_spec(omap, WHERE)
 
 
 # -- (b) mutations of the real spec -----------------------------------------------------------
@@ -271,6 +280,26 @@ def test_code_outside_the_dataset_folder_is_refused(field: FieldPath, reference:
         assert not imported, f"{reference} imported {imported}"
     else:  # a name in the dataset's folder: fine if it exists and fits, a SpecError otherwise
         assert isinstance(answer, DatasetSpec) or _dotted(field) in str(answer), answer
+
+
+# names inside the dataset's folder that are not its own code: imported there, or no object
+INSIDE_BUT_NOT_ITS_CODE = [
+    "features.credit_risk.transforms:trailing_windows",
+    "features.credit_risk.generator:GenerateOptions",
+    "features.credit_risk.transforms:pd",
+    "features.credit_risk.transforms:__builtins__",
+    "features.credit_risk.transforms.os:system",
+    "features.credit_risk.__pycache__:x",
+]
+
+
+@pytest.mark.parametrize("reference", INSIDE_BUT_NOT_ITS_CODE)
+def test_names_only_imported_into_the_dataset_folder_are_refused(reference: str) -> None:
+    doc = copy.deepcopy(SPEC)
+    doc["feature_tables"]["customer_profile"]["transform"] = reference
+    answer = _parse(yaml.safe_dump(doc))
+    assert isinstance(answer, SpecError), reference
+    assert "feature_tables.customer_profile.transform" in str(answer), answer
 
 
 @pytest.fixture

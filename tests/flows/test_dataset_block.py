@@ -19,7 +19,13 @@ pytestmark = pytest.mark.flows
 def test_flows_run_on_a_spec_kept_in_a_block(tmp_path: Path) -> None:
     raw = yaml.safe_load((DATASETS_ROOT / "rides" / "dataset.yaml").read_text())
     raw["name"] = "rides_in_prefect"
-    DatasetSpecBlock(spec_yaml=yaml.safe_dump(raw)).save("rides-in-prefect", overwrite=True)
+    # its code stays in the repository: the block names the folder it may come from
+    DatasetSpecBlock(spec_yaml=yaml.safe_dump(raw)).save("rides-elsewhere", overwrite=True)
+    with pytest.raises(SpecError, match=r"feature_tables\.\w+\.transform: .*outside dataset"):
+        resolve_dataset("rides-elsewhere")
+    DatasetSpecBlock(spec_yaml=yaml.safe_dump(raw), code="rides").save(
+        "rides-in-prefect", overwrite=True
+    )
 
     rows = generate_data(
         GenerateDataParams(

@@ -26,8 +26,7 @@ from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
 from flows.training import TrainingParams, training
 from tasks.validation.gates import GatePolicy
-from tests.integration.test_deploy_and_worker import _prefect
-from tests.servers import BIN, ROOT, wait_for
+from tests.servers import BIN, ROOT, prefect, wait_for
 
 pytestmark = pytest.mark.integration
 NAME = "credit-approval"
@@ -103,7 +102,7 @@ def test_a_suspended_validation_frees_its_worker_and_resumes_when_approved(
     data = _prepare(tmp_path, blocks)
     prepared = time.monotonic()
 
-    _prefect(prefect_env, "work-pool", "create", blocks, "--type", "process")
+    prefect(prefect_env, "work-pool", "create", blocks, "--type", "process")
     source = Flow.from_source(source=str(ROOT), entrypoint="flows/validation.py:validation")
     deployment_id = source.deploy(
         name=blocks, work_pool_name=blocks, print_next_steps=False, ignore_warnings=True

@@ -6,21 +6,16 @@ import pandas as pd
 import pytest
 from prefect.deployments import run_deployment
 
-from flows.local_server import prefect_cli
-from tests.servers import BIN, ROOT
+from tests.servers import BIN, prefect
 
 pytestmark = pytest.mark.integration
-
-
-def _prefect(env: dict[str, str], *args: str) -> str:
-    return prefect_cli(env, *args, cwd=ROOT, timeout=240)
 
 
 def test_prefect_deploy_all_then_a_process_worker_runs_a_flow(
     prefect_env, api, processes, tmp_path: Path
 ) -> None:
-    _prefect(prefect_env, "work-pool", "create", "mlops-local", "--type", "process", "--overwrite")
-    out = _prefect(prefect_env, "--no-prompt", "deploy", "--all")
+    prefect(prefect_env, "work-pool", "create", "mlops-local", "--type", "process", "--overwrite")
+    out = prefect(prefect_env, "--no-prompt", "deploy", "--all")
     assert "generate-data/generate-data" in out and "data-prep/data-prep" in out
     processes.start(
         "worker", [str(BIN / "prefect"), "worker", "start", "-p", "mlops-local"], env=prefect_env

@@ -54,12 +54,12 @@ from tasks.serving.local_target import LocalTarget
 from tasks.serving.replay import Traffic, label_rows, replay
 from tasks.serving.rollout import RolloutPolicy as Rollout
 from tasks.specs.datasets import get_dataset
-from tests.integration.test_deploy_and_worker import _prefect
 from tests.servers import (
     BIN,
     ROOT,
     Processes,
     free_port,
+    prefect,
     prefect_on_postgres,
     wait_for,
 )
@@ -167,7 +167,7 @@ def _champion(root: Path, api: str) -> LocalTarget:
             "monitoring_policy_block": "loop-watch",
         }  # the README's way: `prefect variable set mlops_loop '{...}' --overwrite`
         env = {**os.environ, "PREFECT_API_URL": api}
-        _prefect(env, "variable", "set", "mlops_loop", json.dumps(loop_blocks), "--overwrite")
+        prefect(env, "variable", "set", "mlops_loop", json.dumps(loop_blocks), "--overwrite")
         assert Variable.get("mlops_loop") == loop_blocks
         generate_data(
             GenerateDataParams(
@@ -257,10 +257,10 @@ def test_drift_retrains_gates_and_rolls_out_on_its_own(loop) -> None:
     for table in ("customers", "transactions", "applications"):
         for part in (drifted / table).iterdir():
             (root / "raw" / table / part.name).write_bytes(part.read_bytes())
-    _prefect(env, "work-pool", "create", "mlops-local", "--type", "process", "--overwrite")
-    out = _prefect(env, "--no-prompt", "deploy", "--all")
+    prefect(env, "work-pool", "create", "mlops-local", "--type", "process", "--overwrite")
+    out = prefect(env, "--no-prompt", "deploy", "--all")
     assert "retraining/retraining" in out and "monitoring/monitoring" in out
-    automations = _prefect({**env, "COLUMNS": "250"}, "automation", "ls")
+    automations = prefect({**env, "COLUMNS": "250"}, "automation", "ls")
     for trigger in ("retrain-on-drift", "retrain-on-degraded-accuracy", "retrain-on-new-data"):
         assert trigger in automations
     monitoring_deployment = httpx.get(f"{api}/deployments/name/monitoring/monitoring").json()
