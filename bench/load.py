@@ -92,9 +92,7 @@ def build_world(
             chunk_rows=50_000,
         )
     )
-    DaskCluster(processes=False, n_workers=1, threads_per_worker=2, memory_limit="2GiB").save(
-        blocks, overwrite=True
-    )
+    DaskCluster(processes=False, n_workers=1, threads_per_worker=2).save(blocks, overwrite=True)
     repo = FeatureRepo(
         repo_path=str(ROOT / "features"),
         registry_path=str(root / "feast-registry.db"),
