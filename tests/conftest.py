@@ -125,14 +125,9 @@ def prefect_env(prefect_server) -> dict[str, str]:
 @pytest.fixture
 def api(prefect_server):
     """Point this process's Prefect client, and its events, at the real server."""
-    from prefect.events.worker import EventsWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from tests.servers import pointed_at
 
-    # the process's events go through one cached worker whose client was made for the first
-    # server it saw (the flow tests'): drain it, so the next emit connects to this one; its
-    # failing deliveries would otherwise share the global event loop with the flows' API calls
-    EventsWorker.drain_all(timeout=10)
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+    with pointed_at(prefect_server):
         yield
 
 

@@ -7,7 +7,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 
 from flows.local_postgres import LocalPostgres
 from flows.local_server import LocalServer, prefect_cli
@@ -63,3 +68,29 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def flow_run(run_id: uuid.UUID) -> FlowRun:
+    """The flow run as the server has it now."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def final_run(run_id: uuid.UUID) -> FlowRun | None:
+    """The flow run once its state is final, else None (a `wait_for` predicate)."""
+    now = flow_run(run_id)
+    return now if now.state is not None and now.state.is_final() else None
+
+
+@contextmanager
+def pointed_at(server: LocalServer) -> Iterator[None]:
+    """This process's Prefect client, and its events, pointed at `server` for the block."""
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # the process's events go through one cached worker whose client was made for the first
+    # server it saw (the flow tests'): drain it, so the next emit connects to this one; its
+    # failing deliveries would otherwise share the global event loop with the flows' API calls
+    EventsWorker.drain_all(timeout=10)
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield

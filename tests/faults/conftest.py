@@ -7,18 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from prefect.events.worker import EventsWorker
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bench.load import World, build_world
+from tests.servers import pointed_at
 
 
 @pytest.fixture(scope="session")
 def world(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    EventsWorker.drain_all(timeout=10)  # see the `api` fixture
     built = None
     try:
-        with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        with pointed_at(prefect_server):
             built = build_world(tmp_path_factory.mktemp("faults"), rows=150_000, blocks="faults")
         yield built
     finally:

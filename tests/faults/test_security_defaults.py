@@ -35,46 +35,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from deployments.contract import SERVING, OnDemand, ServingContract
+from deployments.contract import SERVING
 from deployments.online_reader import OnlineStoreError
 from deployments.predictor import ModelLoadError, load_folder
 from deployments.redis_reader import VIEWS_KEY, RedisOnlineReader
+from tests.unit.test_model_server import CONTRACT, FEATURES, PROJECT, _version
 
 pytestmark = pytest.mark.faults
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = f"mlops-planted-secret-{uuid.uuid4().hex}"
 LOOPBACK = {"127.0.0.1", "::1"}
-FEATURES = ["annual_income", "txn_count_7d", "loan_amount", "loan_to_income", "purpose_code"]
-PROJECT = "mlops"
 MAX_ROWS = 5
 MAX_BODY_KB = 16
-CONTRACT = ServingContract(
-    features=FEATURES,
-    join_keys={"customer_id": "INT64"},
-    fingerprint="svc:abc",
-    project=PROJECT,
-    views={"profile": ["annual_income"], "windows": ["txn_count_7d"]},
-    request_fields={
-        "loan_amount": "float64",
-        "term_months": "int64",
-        "purpose": "string",
-        "missed_payments_12m": "int64",
-    },
-    on_demand=[
-        OnDemand(
-            "features.credit_risk.on_demand:application_features",
-            {"purpose_code": "int64", "loan_to_income": "float64", "payment_to_income": "float64"},
-        )
-    ],
-    nullable=["txn_count_7d"],
-)
 
 
 # -- processes and their sockets --------------------------------------------------------------
@@ -162,15 +140,9 @@ def command_lines_holding(needle: str) -> list[str]:
 # -- a servable version and a Redis online store with a password -------------------------------
 
 
-def write_version(folder: Path, files: dict[str, bytes] | None = None, trainer="lightgbm") -> Path:
-    """A registry version folder by hand (tests/unit/test_model_server.py's layout)."""
-    if files is None:
-        rng = np.random.default_rng(0)
-        frame = pd.DataFrame(rng.normal(size=(400, len(FEATURES))), columns=FEATURES)
-        label = (frame["loan_to_income"] + rng.normal(size=400) > 0).astype(int)
-        params = {"objective": "binary", "verbose": -1, "num_leaves": 4}
-        booster = lgb.train(params, lgb.Dataset(frame, label), 5)
-        files = {"model.txt": booster.model_to_string().encode()}
+def write_version(folder: Path, files: dict[str, bytes], trainer: str) -> Path:
+    """A registry version folder holding `files` as its model (tests/unit/test_model_server.py's
+    layout)."""
     files = {
         **files,
         "features.json": json.dumps({"features": FEATURES}).encode(),
@@ -273,7 +245,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             startup_timeout_s=120,
         )
         target = LocalTarget(block.local_settings(), "credit")
-        predictor = target.start("main", 3, str(write_version(root / "v3")))
+        predictor = target.start("main", 3, str(_version(root / "v3", CONTRACT)))
         target.route(Routing(main=predictor.pid))
         yield Served(target, predictor, store)
     finally:

@@ -18,7 +18,7 @@ import pytest
 from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
 
 from bench.load import World
@@ -28,19 +28,9 @@ from flows.monitoring import EPISODES
 from tasks.monitoring.episodes import DRIFT
 from tasks.monitoring.policy import MonitoringPolicy as Watch
 from tasks.serving.replay import Traffic
-from tests.servers import BIN, ROOT, Processes, prefect, wait_for
+from tests.servers import BIN, ROOT, Processes, final_run, flow_run, prefect, wait_for
 
 pytestmark = pytest.mark.faults
-
-
-def _run(run_id: uuid.UUID) -> FlowRun:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id)
-
-
-def _final(run_id: uuid.UUID) -> FlowRun | None:
-    now = _run(run_id)
-    return now if now.state is not None and now.state.is_final() else None
 
 
 def _task_states(run_id: uuid.UUID) -> dict[str, StateType]:
@@ -88,21 +78,21 @@ def test_a_training_run_killed_mid_training_crashes_and_leaves_no_version(
     run = run_deployment(deployment_id, parameters={"params": params}, timeout=0)
 
     def training_task_running() -> bool:
-        final = _final(run.id)
+        final = final_run(run.id)
         assert final is None, (final.state, processes.log("worker")[-3000:])
         return _task_states(run.id).get("train-lightgbm") == StateType.RUNNING
 
     wait_for(training_task_running, 240, "the train task to run", interval=0.1)
-    pid = int(str(_run(run.id).infrastructure_pid).rsplit(":", 1)[-1])
+    pid = int(str(flow_run(run.id).infrastructure_pid).rsplit(":", 1)[-1])
     os.kill(pid, signal.SIGKILL)  # the run's process, as the OOM killer would
-    crashed = wait_for(lambda: _final(run.id), 120, "the killed run to end", interval=1)
+    crashed = wait_for(lambda: final_run(run.id), 120, "the killed run to end", interval=1)
     assert crashed.state is not None and crashed.state.type == StateType.CRASHED, crashed.state
     assert [v.version for v in registry.versions(world.name)] == before
     # nothing visible was left half-written (a hidden staging folder at most)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == listing
 
     again = run_deployment(deployment_id, parameters={"params": params}, timeout=0)
-    done = wait_for(lambda: _final(again.id), 300, "the re-run", interval=1)
+    done = wait_for(lambda: final_run(again.id), 300, "the re-run", interval=1)
     assert done.state is not None and done.state.is_completed(), (
         done.state,
         processes.log("worker")[-3000:],
@@ -151,12 +141,12 @@ def test_the_server_restarted_mid_loop_loses_no_drift_event(
 
     run = run_deployment(deployment_id, parameters={"params": params}, timeout=0)
     wait_for(
-        lambda: _run(run.id).state.type == StateType.RUNNING, 120, "the monitoring run to start"
+        lambda: flow_run(run.id).state.type == StateType.RUNNING, 120, "the monitoring run to start"
     )
     prefect_server.stop()  # mid-run: its API calls and its event meet a closed port
     time.sleep(3)
     prefect_server.start(timeout=180)
-    first = wait_for(lambda: _final(run.id), 240, "the interrupted run to end", interval=1)
+    first = wait_for(lambda: final_run(run.id), 240, "the interrupted run to end", interval=1)
     # its API calls rode out the restart (Prefect's client retries a refused connection)
     assert first.state is not None and first.state.is_completed(), (
         first.state,
@@ -165,7 +155,7 @@ def test_the_server_restarted_mid_loop_loses_no_drift_event(
 
     # the worker (the same process, never restarted) reconnected: it runs the next one
     again = run_deployment(deployment_id, parameters={"params": params}, timeout=0)
-    second = wait_for(lambda: _final(again.id), 240, "the next monitoring run", interval=1)
+    second = wait_for(lambda: final_run(again.id), 240, "the next monitoring run", interval=1)
     assert second.state is not None and second.state.is_completed(), (
         second.state,
         processes.log("worker")[-4000:],

@@ -26,20 +26,10 @@ from flows.data_prep import DataPrepParams, data_prep
 from flows.generate_data import GenerateDataParams, generate_data
 from flows.training import TrainingParams, training
 from tasks.validation.gates import GatePolicy
-from tests.servers import BIN, ROOT, prefect, wait_for
+from tests.servers import BIN, ROOT, final_run, flow_run, prefect, wait_for
 
 pytestmark = pytest.mark.integration
 NAME = "credit-approval"
-
-
-def _run(run_id: uuid.UUID) -> FlowRun:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id)
-
-
-def _final(run_id: uuid.UUID) -> FlowRun | None:
-    now = _run(run_id)
-    return now if now.state is not None and now.state.is_final() else None
 
 
 def _alive(pid: int) -> bool:
@@ -123,7 +113,7 @@ def test_a_suspended_validation_frees_its_worker_and_resumes_when_approved(
     run = run_deployment(deployment_id, parameters={"params": params}, timeout=0)
 
     def suspended() -> FlowRun | None:
-        now = _run(run.id)
+        now = flow_run(run.id)
         assert now.state is not None and not now.state.is_final(), (
             now.state,
             processes.log("worker")[-3000:],
@@ -160,7 +150,7 @@ def test_a_suspended_validation_frees_its_worker_and_resumes_when_approved(
     )
     assert cli.returncode == 0 and "approved by risk-officer" in cli.stdout, cli.stdout + cli.stderr
 
-    done = wait_for(lambda: _final(run.id), 240, "the resumed run to finish", interval=1)
+    done = wait_for(lambda: final_run(run.id), 240, "the resumed run to finish", interval=1)
     assert done.state is not None and done.state.is_completed(), (
         done.state,
         processes.log("worker")[-5000:],
@@ -189,7 +179,7 @@ def test_a_suspended_validation_frees_its_worker_and_resumes_when_approved(
     late = run_deployment(
         deployment_id, parameters={"params": {**params, "policy_block": fast}}, timeout=0
     )
-    expired = wait_for(lambda: _final(late.id), 240, "the unanswered run to expire", interval=1)
+    expired = wait_for(lambda: final_run(late.id), 240, "the unanswered run to expire", interval=1)
     assert expired.state is not None and expired.state.is_failed(), expired.state
     assert expired.state.message == "The flow was paused and never resumed."
     assert len(registry.records(NAME, 1, "validation")) == 2
