@@ -1,6 +1,6 @@
 """A local Prefect server started and stopped as a process: on SQLite under its PREFECT_HOME
 (the embedded default), or on PostgreSQL given `database_url` (or
-PREFECT_API_DATABASE_CONNECTION_URL in the environment). Its home is owner-only (0700); the
+PREFECT_API_DATABASE_CONNECTION_URL in the environment). Its home is made owner-only (0700); the
 database URL, password included, reaches the server through its environment."""
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ class LocalPrometheus:
 
     `work_dir` holds the rendered config, the TSDB, the Pushgateway's persistence file and both
     logs (a temporary folder, removed on `stop`, when not given); it and the TSDB are
-    owner-only (0700). The serving targets file
+    owner-only (0700) when this makes them. The serving targets file
     defaults to `<work_dir>/serving_targets.json` (written empty when missing). Ports not given
     are picked free. Use as a context manager, or `start()` then `stop()`.
     """

@@ -3,10 +3,11 @@ serving environment, behind nginx (deployments/nginx.py), all bound to loopback.
 
 A model's state folder (`<state_dir>/<model>/`) holds `state.json` (predictors, their pids and
 ports, the routing), nginx's config, pid and logs, each predictor's log, and the request and
-labels logs every predictor of the model appends to (`log/`); it and `log/` are owner-only
-(0700). Processes are started in their own session and stopped by pid, process group first
-with SIGTERM, then SIGKILL. A predictor's online store (a Redis URL may carry its password)
-reaches it through its environment, never its command line, which every local user can read.
+labels logs every predictor of the model appends to (`log/`); it and `log/` are made
+owner-only (0700). Processes are started in their own session and stopped by pid, process
+group first with SIGTERM, then SIGKILL. A predictor's online store (a Redis URL may carry its
+password) reaches it through its environment, never its command line, which every local user
+can read.
 """
 
 from __future__ import annotations
