@@ -470,7 +470,7 @@ def _check_transforms(spec: DatasetSpec, where: str) -> None:
 def _check_on_demand_outputs(spec: DatasetSpec, where: str) -> None:
     for name, od in spec.on_demand.items():
         try:
-            produced = import_object(od.transform, spec.name)(on_demand_sample(spec, name))
+            produced = import_object(od.transform)(on_demand_sample(spec, name))  # checked
         except Exception as exc:
             raise SpecError(
                 f"{where}: on_demand.{name}.transform failed on a sample row: {exc}"

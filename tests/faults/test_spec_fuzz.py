@@ -349,6 +349,14 @@ def test_a_copy_of_the_dataset_loads_from_its_own_folder(extra_root: Path) -> No
     assert spec.transform_fn("customer_profile").__module__ == "features.fuzz_copy.transforms"
 
 
+def test_a_spec_under_another_name_loads_the_code_folder_it_names() -> None:
+    text = SPEC_TEXT.replace("name: credit_risk", "name: credit_in_a_block")
+    with pytest.raises(SpecError, match="outside dataset 'credit_in_a_block'"):
+        parse_spec(text, WHERE)
+    spec = parse_spec(text, WHERE, code="credit_risk")  # on-demand transforms included
+    assert spec.on_demand and spec.name == "credit_in_a_block"
+
+
 @pytest.mark.parametrize("trick", ["module", "package", "dataset_folder", "other_dataset"])
 def test_symlinks_out_of_the_dataset_folder_are_refused_before_import(
     extra_root: Path, tmp_path: Path, trick: str
