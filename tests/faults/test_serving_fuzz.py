@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from tasks.serving.local_target import LocalSettings, LocalTarget, Predictor, Routing, free_port
+from tests.faults.fuzzing import BOUNDED
 from tests.unit.test_model_server import CONTRACT, FEATURES, _store, _version
 
 pytestmark = pytest.mark.faults
@@ -32,13 +33,7 @@ MAX_ROWS = 20
 MAX_BODY_KB = 64
 PREDICT = "/api/v1.0/predictions"
 FEEDBACK = "/api/v1.0/feedback"
-FUZZ = settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = settings(BOUNDED, max_examples=400)
 
 
 @dataclass(frozen=True)

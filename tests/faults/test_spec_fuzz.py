@@ -14,26 +14,20 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import features
 from tasks.specs.dataset_spec import DatasetSpec, SpecError, parse_spec
 from tasks.specs.datasets import DATASETS_ROOT
+from tests.faults.fuzzing import BOUNDED
 
 pytestmark = pytest.mark.faults
 
 WHERE = "fuzz/dataset.yaml"
 SPEC_TEXT = (DATASETS_ROOT / "credit_risk" / "dataset.yaml").read_text()
 SPEC = yaml.safe_load(SPEC_TEXT)
-# bounded and reproducible: the same examples on every run, no example database
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+FUZZ = settings(BOUNDED, max_examples=200)
 
 FieldPath = tuple[str | int, ...]
 
