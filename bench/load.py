@@ -365,9 +365,7 @@ def print_report(result: dict[str, Any]) -> None:
         f"{'phase':34} {'from':>6} {'requests':>9} {'errors':>7} {'p50':>6} {'p99':>6} {'p99.9':>7}"
     )
     for p in result["phases"]:
-        cells = [
-            f"{p[k]:.0f}" if p[k] is not None else "-" for k in ("p50_ms", "p99_ms", "p99_9_ms")
-        ]
+        cells = [_ms(p[k]) for k in ("p50_ms", "p99_ms", "p99_9_ms")]
         print(
             f"{p['phase']:34} {p['from_s']:>5.1f}s {p['requests']:>9} {p['errors']:>7} "
             f"{cells[0]:>6} {cells[1]:>6} {cells[2]:>7}"
